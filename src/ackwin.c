@@ -1,0 +1,2 @@
+/* ackwin.c - placeholder until the module lands. */
+#include "outboxd/ackwin.h"

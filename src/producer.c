@@ -1,0 +1,2 @@
+/* producer.c - placeholder until the module lands. */
+#include "outboxd/producer.h"

@@ -1,0 +1,2 @@
+/* reader.c - placeholder until the module lands. */
+#include "outboxd/reader.h"

@@ -1,0 +1,2 @@
+/* repl.c - placeholder until the module lands. */
+#include "outboxd/repl.h"

@@ -1,0 +1,4 @@
+/* obxtest.c - placeholder */
+#include "obxtest.h"
+int obxtest_placeholder;
+int obxtest_placeholder = 0;

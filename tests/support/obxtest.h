@@ -1,0 +1,4 @@
+/* obxtest.h - placeholder */
+#ifndef OBXTEST_H
+#define OBXTEST_H
+#endif

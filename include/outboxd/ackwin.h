@@ -23,7 +23,8 @@ struct obx_ackwin *obx_ackwin_new(uint64_t start_lsn);
 /* Frees aw; NULL is a no-op. */
 void obx_ackwin_free(struct obx_ackwin *aw);
 
-/* Opens a transaction (on Begin). Returns 0, or OBX_ERR_PROTOCOL if one is already open. */
+/* Opens a transaction (on Begin). Returns 0, OBX_ERR_PROTOCOL if one is already open, or
+ * OBX_ERR_NOMEM (room for the transaction is reserved here, so commit and abort never allocate). */
 int obx_ackwin_begin(struct obx_ackwin *aw, struct obx_error *err);
 
 /* Counts one more event of the open transaction and returns the sequence number to tag it with.
@@ -31,8 +32,9 @@ int obx_ackwin_begin(struct obx_ackwin *aw, struct obx_error *err);
 int obx_ackwin_add(struct obx_ackwin *aw, uint64_t *seq, struct obx_error *err);
 
 /* Closes the open transaction (on Commit) with its end_lsn. A transaction that produced no
- * events is not queued. Returns 0, OBX_ERR_PROTOCOL if none is open or end_lsn goes backwards,
- * or OBX_ERR_NOMEM. */
+ * events (or whose events were all acknowledged before Commit) is not queued: its end_lsn becomes
+ * confirmable as soon as every older transaction is acknowledged. Returns 0, or OBX_ERR_PROTOCOL
+ * if none is open or end_lsn goes backwards (since the last obx_ackwin_abort_open()). */
 int obx_ackwin_commit(struct obx_ackwin *aw, uint64_t end_lsn, struct obx_error *err);
 
 /* A one-event unit outside any transaction (non-transactional logical message) confirmed at lsn
@@ -44,12 +46,16 @@ int obx_ackwin_single(struct obx_ackwin *aw, uint64_t lsn, uint64_t *seq, struct
  * has no outstanding event (a bug or a duplicate report). */
 int obx_ackwin_ack(struct obx_ackwin *aw, uint64_t seq, struct obx_error *err);
 
-/* The walEnd of a keepalive: may become confirmable when nothing is in flight and no
- * transaction is open. */
+/* The walEnd of a keepalive: becomes confirmable (if greater) at once when nothing is queued and
+ * no transaction is open, else it is remembered and applied when that is next the case. */
 void obx_ackwin_keepalive(struct obx_ackwin *aw, uint64_t wal_end);
 
-/* Drops the open transaction, if any (the connection was lost mid-transaction; the server will
- * send it again whole). Its events already handed to Kafka stay counted under its tag. */
+/* The connection was lost: call on every disconnect. Drops the open transaction, if any (the
+ * server will send it again whole). Its events already handed to Kafka stay counted under its
+ * tag: their late reports are accepted and it blocks newer transactions until they are all in,
+ * but it never makes an LSN confirmable itself. Also restarts the end_lsn order check, since the
+ * server resends from the slot's confirmed_flush_lsn (transactions already in the window come
+ * again and are simply queued again). */
 void obx_ackwin_abort_open(struct obx_ackwin *aw);
 
 /* The newest LSN that may be confirmed to PostgreSQL (never decreases). */
@@ -58,7 +64,8 @@ uint64_t obx_ackwin_confirmable(const struct obx_ackwin *aw);
 /* Events handed out and not yet acknowledged, over all transactions. */
 uint64_t obx_ackwin_outstanding(const struct obx_ackwin *aw);
 
-/* Committed transactions still waiting for acknowledgements. */
+/* Queued units still waiting for acknowledgements: committed transactions, single events and
+ * aborted transactions with late reports (not the open transaction). */
 size_t obx_ackwin_pending(const struct obx_ackwin *aw);
 
 /* true between obx_ackwin_begin() and obx_ackwin_commit(). */

@@ -24,8 +24,8 @@ void obx_config_free(struct obx_config *cfg);
 
 /* Sets key to value (a copy is kept). origin says where the setting came from ("-X",
  * "file.conf:12", "environment OUTBOXD_X") and is quoted in error messages. Returns 0, or
- * OBX_ERR_CONFIG for an unknown key or a bad value (err's message names the key and what is
- * expected), or OBX_ERR_IO when an @file cannot be read. */
+ * OBX_ERR_CONFIG (fatal) for an unknown key, a bad value or an @file that cannot be read (err's
+ * message names the key and what is expected, or the path), or OBX_ERR_NOMEM. */
 int obx_config_set(struct obx_config *cfg, const char *key, const char *value, const char *origin,
                    struct obx_error *err);
 
@@ -59,6 +59,14 @@ const char *obx_config_kafka(const struct obx_config *cfg, const char *key);
 
 /* Writes the table of keys (name, type, default, description) for --help. */
 void obx_config_print_help(FILE *out);
+
+/* Writes the same table as Markdown (docs/configuration.md). */
+void obx_config_print_markdown(FILE *out);
+
+/* true if the librdkafka property key (with or without the "kafka." prefix) holds a secret
+ * (any name with "password" or "secret", sasl.oauthbearer.config, ssl.key.pem, ...): never
+ * log its value. */
+bool obx_config_kafka_is_secret(const char *key);
 
 /* Writes every effective setting as `key = value`, secrets redacted (passwords in conninfo,
  * librdkafka's sensitive keys). */

@@ -21,6 +21,9 @@ void obx_log_set_level(enum obx_log_level level);
 /* true: one JSON object per line; false: text lines. */
 void obx_log_set_json(bool json);
 
+/* Sends lines to fd instead of stderr (tests; STDERR_FILENO restores). Each line is one write(). */
+void obx_log_set_fd(int fd);
+
 /* Parses "debug", "info", "warn", "error". Returns 0 or OBX_ERR_CONFIG. */
 int obx_log_parse_level(const char *name, enum obx_log_level *out);
 
@@ -28,7 +31,7 @@ int obx_log_parse_level(const char *name, enum obx_log_level *out);
 void obx_log_write(enum obx_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define OBX_LOG(level, module, ...)                                                               \
+#define OBX_LOG(level, module, ...)                                                                \
     do {                                                                                           \
         if ((level) >= obx_log_min_level)                                                          \
             obx_log_write((level), (module), __VA_ARGS__);                                         \

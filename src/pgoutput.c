@@ -769,7 +769,7 @@ obx_pgoutput_new(int proto_version, struct obx_error *err)
     struct obx_pgoutput *dec;
 
     if (proto_version < 1 || proto_version > 4) {
-        obx_error_set(err, OBX_ERR_INVALID, true, "unsupported pgoutput protocol version %d",
+        obx_error_set(err, OBX_ERR_CONFIG, true, "unsupported pgoutput protocol version %d",
                       proto_version);
         return NULL;
     }

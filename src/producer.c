@@ -41,18 +41,22 @@ _Static_assert(sizeof(void *) >= sizeof(uint64_t), "a uint64_t tag must fit in a
  * - message.timeout.ms=0: never expire a message. An undeliverable record is an error for the
  *   pipeline (it stops confirming and restarts from the slot), never a silent drop; while Kafka
  *   is down the queue simply fills and pushes back. A user who sets a timeout gets
- *   _MSG_TIMED_OUT delivery reports, which are reported as permanent failures.
+ *   _MSG_TIMED_OUT delivery reports, reported as failures that are not permanent (Kafka was
+ *   unreachable: a resend from the slot may succeed, the record is not to be dead-lettered).
  * - client.id=outboxd: recognisable in broker logs and quotas.
  * - socket.keepalive.enable=true: a sidecar keeps idle connections for hours; keepalive notices
  *   connections silently dropped by NAT or firewalls.
- * - enable.gapless.guarantee=true (only when idempotence is in effect and the user did not set
- *   it): without it, when one batch fails permanently librdkafka bumps the epoch and keeps
- *   producing the records queued after it, so a later event of an aggregate would be written
- *   before an earlier one that only reappears when we replay from the slot: per-aggregate order
- *   would break. With it, such a failure raises the fatal _GAPLESS_GUARANTEE instead, and the
- *   pipeline restarts from the slot, which it does for any permanent failure anyway. The
- *   property is marked experimental by librdkafka; timeouts are not covered by it, which is one
- *   more reason for message.timeout.ms=0. */
+ * - enable.gapless.guarantee=true, only when outbox.invalid.behavior = fail (and idempotence is
+ *   on and the user did not set it). When one batch fails permanently, librdkafka by default
+ *   bumps the epoch and goes on producing the records queued after it (checked against the mock
+ *   cluster: records 5-9 written after 0-4 failed). With `fail` the pipeline then replays the
+ *   failed record from the slot, after its successors: per-aggregate order would break. The
+ *   guarantee turns such a failure into the fatal _GAPLESS_GUARANTEE instead (nothing after it
+ *   is written) and the pipeline restarts from the slot, as it does for `fail` anyway. With
+ *   `dlq` or `skip` the failed record leaves the stream for good (dead-lettered or skipped), so
+ *   its successors being written is the intended outcome, and the producer must stay usable to
+ *   send the dead letter: the guarantee stays off. librdkafka marks the property experimental;
+ *   it does not cover timeouts, one more reason for message.timeout.ms=0. */
 static const struct {
     const char *key;
     const char *value;
@@ -124,11 +128,11 @@ now_ms(void)
  * | _UNKNOWN_TOPIC, _UNKNOWN_PARTITION,                |           |                          |
  * | TOPIC_EXCEPTION (invalid topic), POLICY_VIOLATION, |           |                          |
  * | INVALID_REQUIRED_ACKS, UNSUPPORTED_FOR_MESSAGE_... |           |                          |
- * | _MSG_TIMED_OUT (only with a user-set timeout)      | permanent | failed for good here     |
- * | _PURGE_QUEUE, _PURGE_INFLIGHT, retriable broker    | transient | only when the user       |
- * | errors (NOT_ENOUGH_REPLICAS*, NOT_LEADER_*,        |           | lowered `retries`, or on |
- * | LEADER_NOT_AVAILABLE, REQUEST_TIMED_OUT,           |           | purge: a resend from the |
- * | NETWORK_EXCEPTION, KAFKA_STORAGE_ERROR,            |           | slot may succeed         |
+ * | _MSG_TIMED_OUT (only with a user-set timeout),     | transient | only when the user set a |
+ * | _PURGE_QUEUE, _PURGE_INFLIGHT, retriable broker    |           | timeout or lowered       |
+ * | errors (NOT_ENOUGH_REPLICAS*, NOT_LEADER_*,        |           | `retries`, or on purge:  |
+ * | LEADER_NOT_AVAILABLE, REQUEST_TIMED_OUT,           |           | a resend from the slot   |
+ * | NETWORK_EXCEPTION, KAFKA_STORAGE_ERROR,            |           | may succeed              |
  * | _TRANSPORT, _TIMED_OUT, _ALL_BROKERS_DOWN)         |           |                          |
  * | anything else                                      | permanent | librdkafka does not      |
  * |                                                    |           | retry it                 |
@@ -151,6 +155,7 @@ classify_error(rd_kafka_resp_err_t code)
     case RD_KAFKA_RESP_ERR_INVALID_PRODUCER_ID_MAPPING:
     case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
         return DR_FATAL;
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
     case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
     case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
     case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
@@ -165,7 +170,7 @@ classify_error(rd_kafka_resp_err_t code)
     case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
         return DR_TRANSIENT;
     default:
-        /* MSG_SIZE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, _MSG_TIMED_OUT, ... (table above) */
+        /* MSG_SIZE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PART, ... */
         return DR_PERMANENT;
     }
 }
@@ -317,14 +322,16 @@ apply_user_key(void *vctx, const char *key, const char *value)
     return 0;
 }
 
-/* Sets enable.gapless.guarantee=true unless the user set it or turned idempotence off. */
+/* Sets enable.gapless.guarantee=true when outbox.invalid.behavior is fail, unless the user set
+ * it or turned idempotence off (see the defaults above). */
 static int
 apply_gapless_default(const struct obx_config *cfg, rd_kafka_conf_t *conf, struct obx_error *err)
 {
     char val[16], errstr[512];
     size_t len = sizeof(val);
 
-    if (obx_config_kafka(cfg, "enable.gapless.guarantee") != NULL)
+    if (obx_config_kafka(cfg, "enable.gapless.guarantee") != NULL ||
+        strcmp(obx_config_str(cfg, "outbox.invalid.behavior"), "fail") != 0)
         return 0;
     if (rd_kafka_conf_get(conf, "enable.idempotence", val, &len) != RD_KAFKA_CONF_OK ||
         strcmp(val, "true") != 0)
@@ -440,8 +447,8 @@ build_headers(const struct obx_event *ev, rd_kafka_headers_t **out, struct obx_e
     if (ev->nheaders == 0)
         return 0;
     if (ev->nheaders > OBX_EVENT_MAX_HEADERS)
-        return obx_error_set(err, OBX_ERR_INVALID, false, "%zu headers (at most %d)",
-                             ev->nheaders, OBX_EVENT_MAX_HEADERS);
+        return obx_error_set(err, OBX_ERR_INVALID, false, "%zu headers (at most %d)", ev->nheaders,
+                             OBX_EVENT_MAX_HEADERS);
     hdrs = rd_kafka_headers_new(ev->nheaders);
     for (size_t i = 0; i < ev->nheaders; i++) {
         const struct obx_header *h = &ev->headers[i];

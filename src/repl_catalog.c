@@ -35,8 +35,12 @@ static const char SQL_SLOT[] =
 static const char SQL_CREATE_SLOT[] =
     "SELECT lsn FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')";
 
-static const char SQL_WAL_BUDGET[] = "SELECT wal_status, safe_wal_size "
-                                     "FROM pg_catalog.pg_replication_slots WHERE slot_name = $1";
+/* wal_status, safe_wal_size (NULL without max_slot_wal_keep_size) and the WAL the slot retains. */
+static const char SQL_WAL_BUDGET[] =
+    "SELECT wal_status, safe_wal_size, pg_catalog.pg_wal_lsn_diff(CASE WHEN "
+    "pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_receive_lsn() ELSE "
+    "pg_catalog.pg_current_wal_lsn() END, restart_lsn)::bigint "
+    "FROM pg_catalog.pg_replication_slots WHERE slot_name = $1";
 
 /* The columns pgoutput sends in a Relation message (not dropped, not generated), in order, with
  * the key flag it sets: every column for REPLICA IDENTITY FULL, else the columns of the primary
@@ -465,6 +469,28 @@ obx_repl_prepare(struct obx_repl *r, const struct obx_repl_handler *h, struct ob
     return 0;
 }
 
+/* Warns when the slot retains more than postgres.wal.warn.bytes of WAL, or when
+ * max_slot_wal_keep_size leaves it less than that before invalidation (a row of SQL_WAL_BUDGET).
+ */
+static void
+warn_wal_budget(const struct obx_repl *r, const PGresult *res)
+{
+    const char *wal_status = PQgetvalue(res, 0, 0);
+
+    if (r->wal_warn_bytes <= 0)
+        return;
+    if (!PQgetisnull(res, 0, 2) && strtoll(PQgetvalue(res, 0, 2), NULL, 10) > r->wal_warn_bytes)
+        obx_log_warn("repl",
+                     "replication slot \"%s\" retains %s bytes of WAL (more than "
+                     "postgres.wal.warn.bytes = %lld): outboxd is falling behind",
+                     r->slot, PQgetvalue(res, 0, 2), r->wal_warn_bytes);
+    if (!PQgetisnull(res, 0, 1) && strtoll(PQgetvalue(res, 0, 1), NULL, 10) < r->wal_warn_bytes)
+        obx_log_warn("repl",
+                     "replication slot \"%s\" can fall only %s more bytes behind before "
+                     "max_slot_wal_keep_size invalidates it (wal_status %s)",
+                     r->slot, PQgetvalue(res, 0, 1), wal_status);
+}
+
 int
 obx_repl_check_wal(struct obx_repl *r, struct obx_error *err)
 {
@@ -485,13 +511,8 @@ obx_repl_check_wal(struct obx_repl *r, struct obx_error *err)
         rc = obx_repl_slot_missing(r, err);
     } else if (strcmp(PQgetvalue(res, 0, 0), "lost") == 0) {
         rc = slot_lost(r, err);
-    } else if (!PQgetisnull(res, 0, 1) && r->wal_warn_bytes > 0 &&
-               strtoll(PQgetvalue(res, 0, 1), NULL, 10) < r->wal_warn_bytes) {
-        obx_log_warn("repl",
-                     "replication slot \"%s\" can fall only %s more bytes behind before "
-                     "PostgreSQL invalidates it (wal_status %s, max_slot_wal_keep_size); "
-                     "outboxd is not keeping up",
-                     r->slot, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 0));
+    } else {
+        warn_wal_budget(r, res);
     }
     PQclear(res);
     return rc;

@@ -111,9 +111,10 @@ int obx_repl_prepare(struct obx_repl *r, const struct obx_repl_handler *h, struc
  * OBX_ERR_CONN (retriable: the slot is in use, the connection broke) or OBX_ERR_SERVER. */
 int obx_repl_start(struct obx_repl *r, struct obx_error *err);
 
-/* At most once a minute (r->next_wal_check_us): reads the slot's wal_status and safe_wal_size on
- * the catalog connection and warns when the WAL budget is under postgres.wal.warn.bytes.
- * Returns 0, or OBX_ERR_SERVER when the slot is gone or lost. A failing query only logs. */
+/* At most once a minute (r->next_wal_check_us), on the catalog connection: fatal when the slot
+ * is gone or lost; warns when it retains more than postgres.wal.warn.bytes of WAL, or when
+ * max_slot_wal_keep_size leaves it less than that (safe_wal_size). Returns 0 or OBX_ERR_SERVER;
+ * a failing query only logs. */
 int obx_repl_check_wal(struct obx_repl *r, struct obx_error *err);
 
 /* Closes both connections (no status update). */

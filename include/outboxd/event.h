@@ -12,8 +12,8 @@
 #define OBX_PARTITION_ANY (-1) /* let the partitioner pick (RD_KAFKA_PARTITION_UA) */
 
 struct obx_header {
-    const char *name; /* NUL-terminated */
-    const void *value;
+    const char *name;  /* NUL-terminated */
+    const void *value; /* NULL: a null header value (value_len 0), as Kafka allows */
     size_t value_len;
 };
 

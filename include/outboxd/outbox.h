@@ -7,6 +7,7 @@
 #define OUTBOXD_OUTBOX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "outboxd/config.h"
@@ -55,23 +56,32 @@ bool obx_outbox_is_table(const struct obx_outbox *ob, const struct obx_relation 
 int obx_outbox_check_relation(const struct obx_outbox *ob, const struct obx_relation *rel,
                               struct obx_error *err);
 
-/* Routes one inserted row of an outbox table. Returns an enum obx_route_result (>= 0) or, for an
- * invalid row with behavior fail, OBX_ERR_INVALID (err says why), or OBX_ERR_PROTOCOL when the
- * tuple disagrees with rel. */
+/* Routes one inserted row of an outbox table (txn must not be NULL). Returns an enum
+ * obx_route_result (>= 0) or, for an invalid row with behavior fail, OBX_ERR_INVALID (err says
+ * why), or OBX_ERR_PROTOCOL when the tuple disagrees with rel. */
 int obx_outbox_route_row(struct obx_outbox *ob, const struct obx_relation *rel,
                          const struct obx_pgo_tuple *tup, const struct obx_txn_info *txn,
                          struct obx_event *ev, struct obx_error *err);
 
 /* Routes one logical message (prefix outbox.message.prefix, content a JSON object with the table's
- * field names). Other prefixes return OBX_ROUTE_SKIP. Same results as obx_outbox_route_row. */
+ * field names). Other prefixes return OBX_ROUTE_SKIP. Same results as obx_outbox_route_row.
+ * txn may be NULL for a non-transactional message: the timestamp is then left to the producer
+ * and the source headers use the message's lsn and xid with seq 0. */
 int obx_outbox_route_message(struct obx_outbox *ob, const struct obx_pgo_message *msg,
                              const struct obx_txn_info *txn, struct obx_event *ev,
                              struct obx_error *err);
 
 /* Turns an event Kafka refused permanently (reason: the broker's error) into a dead-letter event
- * for outbox.dlq.topic in *dlq (same key, value and headers, plus an `error` header). Returns 0. */
+ * for outbox.dlq.topic in *dlq (same key, value and headers, plus an `error` header; dlq may be
+ * ev). *dlq points into ev's buffers and the router: send it before ev's buffers go away. Does not
+ * touch the scratch space of the routing calls. Returns 0, OBX_ERR_CONFIG when no dead-letter topic
+ * is set, or OBX_ERR_KAFKA when ev was already headed for the dead-letter topic (no loop). */
 int obx_outbox_dead_letter(struct obx_outbox *ob, const struct obx_event *ev, const char *reason,
                            struct obx_event *dlq, struct obx_error *err);
+
+/* Bytes held by the router's scratch buffer. It grows to the largest event routed and is then
+ * reused: routing more rows of the same shape never allocates (tests check this). */
+size_t obx_outbox_scratch_capacity(const struct obx_outbox *ob);
 
 /* The configured outbox.invalid.behavior. */
 enum obx_invalid_behavior obx_outbox_invalid_behavior(const struct obx_outbox *ob);

@@ -4,7 +4,19 @@
  * Strings and column values point into the caller's buffer, and column arrays point into the
  * decoder's scratch storage: both stay valid until the next obx_pgoutput_decode() call on the same
  * decoder or until the buffer is released, whichever comes first. Copy what you keep.
- * No libpq, no Kafka: testable with byte arrays. */
+ * No libpq, no Kafka: testable with byte arrays.
+ *
+ * Errors: a malformed message is OBX_ERR_PROTOCOL (fatal) with the message
+ *     malformed <Type> message: <what> at offset <n> of <len>
+ * <Type> is obx_pgoutput_tag_name() of the tag ("malformed message: ..." when the tag itself is
+ * missing or unknown), <len> the message length, and <what> one of: "truncated" (n is then the
+ * offset the missing field would end at, so n > len), "N trailing bytes" (n = first unread byte),
+ * "unknown tag 0x.." , "bad flags 0x..", "bad options 0x..", "bad column flags 0x..",
+ * "bad first_segment 0x..", "unknown column kind 0x..", "unknown replica identity 0x..",
+ * "expected tuple type 'N' but got 0x..", "not valid in protocol version V (needs W)",
+ * "not valid inside a streamed block", "not valid outside a streamed block" (n = offset of the
+ * offending byte). The decoder does not know the WAL position: the caller (repl) adds it with
+ * obx_error_prefix(err, "at %X/%X", ...). */
 #ifndef OUTBOXD_PGOUTPUT_H
 #define OUTBOXD_PGOUTPUT_H
 
@@ -85,12 +97,15 @@ struct obx_pgo_origin {
     const char *name;
 };
 
+/* xid fields of Relation, Type, Insert, Update, Delete, Truncate and Message: present on the wire
+ * only between Stream Start and Stream Stop (protocol >= 2), else 0. It is the xid of the
+ * (sub)transaction that made the change, so it may be a subxid of the Stream Start's xid. */
 struct obx_pgo_relation {
-    uint32_t xid; /* only in streamed transactions, else 0 */
+    uint32_t xid;
     uint32_t relid;
-    const char *nspname;
+    const char *nspname; /* "pg_catalog" when the wire has "" (as PostgreSQL's reader does) */
     const char *relname;
-    uint8_t replident;
+    uint8_t replident; /* 'd' default, 'n' nothing, 'f' full, 'i' index */
     uint16_t ncols;
     const struct obx_pgo_relcol *cols;
 };
@@ -127,7 +142,8 @@ struct obx_pgo_truncate {
     uint32_t xid;
     uint8_t options; /* 1 = CASCADE, 2 = RESTART IDENTITY */
     uint32_t nrelids;
-    const uint8_t *relids; /* nrelids big-endian uint32 OIDs; read with obx_pgoutput_truncate_relid */
+    /* nrelids big-endian uint32 OIDs, in the buffer; read with obx_pgoutput_truncate_relid */
+    const uint8_t *relids;
 };
 
 struct obx_pgo_message {
@@ -152,15 +168,19 @@ struct obx_pgo_stream_commit {
     int64_t commit_ts;
 };
 
+/* abort_lsn and abort_ts are sent only with protocol 4 and streaming = parallel. The decoder is
+ * not told the streaming mode: with protocol 4 it reads them when the message is 25 bytes long
+ * and leaves them 0 when it is 9 bytes long. */
 struct obx_pgo_stream_abort {
     uint32_t xid;
-    uint32_t subxid;
-    uint64_t abort_lsn; /* protocol version 4 with parallel streaming only, else 0 */
+    uint32_t subxid; /* == xid when the whole transaction aborted */
+    uint64_t abort_lsn;
     int64_t abort_ts;
 };
 
 /* Begin Prepare, Prepare, Commit Prepared, Stream Prepare share this layout:
- * lsn = prepare_lsn or commit_lsn, ts = prepare_ts or commit_ts. */
+ * lsn = prepare_lsn or commit_lsn, ts = prepare_ts or commit_ts. Begin Prepare has no flags
+ * byte on the wire (flags is then 0). */
 struct obx_pgo_prepare {
     uint8_t flags;
     uint64_t lsn;
@@ -206,8 +226,10 @@ struct obx_pgo_msg {
  * an xid to data messages), and scratch column arrays reused across messages. */
 struct obx_pgoutput;
 
-/* Returns a new decoder for protocol version proto_version (1..4), or NULL on bad version or
- * out of memory (err says which). Must be freed with obx_pgoutput_free(). */
+/* Returns a new decoder for protocol version proto_version (1..4), or NULL on bad version
+ * (OBX_ERR_CONFIG) or out of memory (OBX_ERR_NOMEM). Must be freed with obx_pgoutput_free().
+ * Messages that need a later version than proto_version (Stream *: 2, two-phase: 3) are
+ * protocol errors. */
 struct obx_pgoutput *obx_pgoutput_new(int proto_version, struct obx_error *err);
 
 /* Frees dec; NULL is a no-op. */
@@ -217,8 +239,10 @@ void obx_pgoutput_free(struct obx_pgoutput *dec);
 void obx_pgoutput_reset(struct obx_pgoutput *dec);
 
 /* Decodes exactly one message of len bytes at buf into *msg. Returns 0, or OBX_ERR_PROTOCOL
- * (err names the tag and byte offset) for a truncated message, trailing bytes, an unknown tag or
- * bad flags, or OBX_ERR_NOMEM. On failure *msg is unspecified. */
+ * (err names the tag and byte offset, see above) for a truncated message, trailing bytes, an
+ * unknown tag or bad flags, or OBX_ERR_NOMEM (growing the scratch column arrays; no allocation
+ * happens once the widest table has been seen). On failure *msg is unspecified and the stream
+ * state is unchanged: Stream Start/Stop take effect only when they decode. */
 int obx_pgoutput_decode(struct obx_pgoutput *dec, const uint8_t *buf, size_t len,
                         struct obx_pgo_msg *msg, struct obx_error *err);
 

@@ -5,8 +5,8 @@
  * Defaults set here (each overridable by a kafka.* key): enable.idempotence=true, acks=all,
  * partitioner=murmur2_random, linger.ms=5, queue.buffering.max.kbytes=65536,
  * message.timeout.ms=0 (infinite: a message is never expired while the broker is down),
- * client.id=outboxd, socket.keepalive.enable=true, and enable.gapless.guarantee=true while
- * idempotence is on (reasons in producer.c). kafka.transactional.id is refused. */
+ * client.id=outboxd, socket.keepalive.enable=true, and enable.gapless.guarantee=true when
+ * outbox.invalid.behavior = fail (reasons in producer.c). kafka.transactional.id is refused. */
 #ifndef OUTBOXD_PRODUCER_H
 #define OUTBOXD_PRODUCER_H
 
@@ -23,10 +23,11 @@
  *
  * error is 0 on success, else OBX_ERR_KAFKA with reason set (never NULL). permanent = true when
  * resending the same record cannot succeed as it is (record too large, topic authorization,
- * unknown topic, a user-set message.timeout.ms expired). fatal = true when the producer itself
- * is unusable (librdkafka fatal error, idempotence state lost): rebuild it. Under the gap-less
- * guarantee a permanent failure also makes the producer fatal, so both may be set. Both false on
- * a failure: librdkafka gave up, but a resend from the slot may succeed. The full table is above
+ * unknown topic). fatal = true when the producer itself is unusable (librdkafka fatal error,
+ * idempotence state lost): rebuild it. Under the gap-less guarantee (on when
+ * outbox.invalid.behavior = fail) a permanent failure also makes the producer fatal, so both may
+ * be set. Both false on a failure: librdkafka gave up (a user-set message.timeout.ms expired, a
+ * lowered `retries` ran out), but a resend from the slot may succeed. The full table is above
  * classify_error() in producer.c. offset is valid on success (-1 otherwise). */
 struct obx_delivery {
     uint64_t tag; /* what obx_producer_send was given */

@@ -236,6 +236,23 @@ START_TEST(down__produce_waits_until_up)
 }
 END_TEST
 
+START_TEST(rtt__delays_responses)
+{
+    struct obxt_broker *b = obxt_broker_start(1);
+    struct obxt_producer *p = obxt_producer_new(obxt_broker_bootstrap(b));
+
+    obxt_producer_send(p, "slow", -1, "k", "warm", NULL);
+    ck_assert_int_eq(obxt_producer_flush(p, 30000), 0);
+    ck_assert_int_eq(obxt_broker_cmd(b, "rtt all 1500"), 0);
+    obxt_producer_send(p, "slow", -1, "k", "slow", NULL);
+    ck_assert_int_eq(obxt_producer_poll(p, 700), 1); /* no answer can come before 1500 ms */
+    ck_assert_int_eq(obxt_producer_flush(p, 30000), 0);
+    ck_assert_int_eq(obxt_broker_cmd(b, "rtt all 0"), 0);
+    obxt_producer_free(p);
+    obxt_broker_stop(b);
+}
+END_TEST
+
 /* The injected error reaches a producer that does not retry: proof that "errors" bites. */
 START_TEST(errors__fail_the_next_produce_requests)
 {
@@ -433,6 +450,7 @@ broker_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("faults");
     tcase_add_test(tc, down__produce_waits_until_up);
+    tcase_add_test(tc, rtt__delays_responses);
     tcase_add_test(tc, errors__fail_the_next_produce_requests);
     tcase_add_test(tc, errors__idempotent_producer_delivers_exactly_once_in_order);
     suite_add_tcase(s, tc);

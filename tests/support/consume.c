@@ -49,6 +49,7 @@ struct consumer {
     const struct consume_opts *opts;
     bool assigned[MAX_TOPICS]; /* topic found and its partitions assigned */
     long nread;
+    char last_error[512]; /* the latest client error, for the final message */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -146,11 +147,24 @@ parse_args(int argc, char **argv, struct consume_opts *opts)
     return 0;
 }
 
+/* librdkafka's own log: only critical lines (connection errors arrive through error_cb). */
 static void
 log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    if (level <= 3)
+    if (level <= 2)
         fprintf(stderr, PROG ": librdkafka %s: %s\n", fac, buf);
+}
+
+/* Client errors: a broker that is down now may be up later, so transient ones are only kept for
+ * the final message; fatal ones are printed. */
+static void
+error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct consumer *c = opaque;
+
+    snprintf(c->last_error, sizeof(c->last_error), "%s", reason);
+    if (rd_kafka_fatal_error(rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        fprintf(stderr, PROG ": fatal: %s\n", reason);
 }
 
 /* Sets one librdkafka property; prints why and returns false when refused. */
@@ -168,8 +182,9 @@ conf_set(rd_kafka_conf_t *conf, const char *key, const char *value)
 /* Creates the consumer. A group.id is required by librdkafka's assign(), but no group is joined
  * and no offset is committed. Returns NULL after printing why. */
 static rd_kafka_t *
-consumer_new(const struct consume_opts *opts)
+consumer_new(struct consumer *c)
 {
+    const struct consume_opts *opts = c->opts;
     char errstr[512], group[64];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk;
@@ -195,6 +210,8 @@ consumer_new(const struct consume_opts *opts)
         return NULL;
     }
     rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, c);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (rk == NULL) {
         rd_kafka_conf_destroy(conf);
@@ -387,6 +404,8 @@ report_shortfall(const struct consumer *c)
             first = 0;
         }
     }
+    if (c->last_error[0] != '\0')
+        fprintf(stderr, "; last client error: %s", c->last_error);
     fprintf(stderr, "\n");
 }
 
@@ -400,7 +419,7 @@ main(int argc, char **argv)
     if (parse_args(argc, argv, &opts) != 0)
         return 2;
     c.opts = &opts;
-    c.rk = consumer_new(&opts);
+    c.rk = consumer_new(&c);
     if (c.rk == NULL)
         return 2;
     signal(SIGINT, on_signal);

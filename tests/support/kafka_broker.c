@@ -1,7 +1,7 @@
 /* kafka_broker.c - kafka-broker: a Kafka-protocol server on 127.0.0.1 for tests, the demo and the
  * benchmarks, built on librdkafka's mock cluster (rdkafka_mock.h).
  *
- * Usage: kafka-broker [--brokers N] [--partitions P] [--topic NAME[:P]]...
+ * Usage: kafka-broker [--brokers N] [--partitions P] [--topic NAME[:P]]... [--ignore-eof]
  *
  * Prints the bootstrap list (host:port,...) as the first line on stdout, then reads control
  * commands from stdin, one per line, and answers each with exactly one line, "ok" or
@@ -19,7 +19,8 @@
  * Broker ids are 1..N. Topics a client asks for are created on first use with the mock's fixed
  * 4 partitions (librdkafka 2.0.2 has no setting for that); use --topic or "topic" to choose the
  * count. Each partition keeps at most 5 MB / 100000 batches: older batches are dropped.
- * Exits 0 on stdin EOF, SIGTERM or SIGINT, and dies with its parent (PR_SET_PDEATHSIG). */
+ * Exits 0 on stdin EOF (unless --ignore-eof, for scripts that run it in the background), SIGTERM
+ * or SIGINT, and dies with its parent (PR_SET_PDEATHSIG). */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -48,6 +49,7 @@ struct broker_opts {
     int nbrokers;
     int partitions;
     int ntopics;
+    bool ignore_eof;                /* --ignore-eof: run until a signal even when stdin ends */
     const char *topics[MAX_TOPICS]; /* NAME or NAME:P, from argv */
 };
 
@@ -60,11 +62,13 @@ struct broker {
 static void
 usage(FILE *out)
 {
-    fprintf(out, "usage: " PROG " [--brokers N] [--partitions P] [--topic NAME[:P]]...\n"
+    fprintf(out, "usage: " PROG " [--brokers N] [--partitions P] [--topic NAME[:P]]... "
+                 "[--ignore-eof]\n"
                  "  --brokers N       number of brokers, ids 1..N (default 3)\n"
                  "  --partitions P    partitions of topics created by --topic/topic without a\n"
                  "                    count (default 4, the count of auto-created topics)\n"
                  "  --topic NAME[:P]  create topic NAME before printing the bootstrap list\n"
+                 "  --ignore-eof      keep running when stdin ends (stop with SIGTERM/SIGINT)\n"
                  "commands on stdin: down <id|all>, up <id|all>, rtt <id|all> <ms>,\n"
                  "  errors <n> [<error>], topic <name> [<p>], brokers\n");
 }
@@ -93,6 +97,7 @@ parse_args(int argc, char **argv, struct broker_opts *opts)
     opts->nbrokers = 3;
     opts->partitions = 4;
     opts->ntopics = 0;
+    opts->ignore_eof = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -104,14 +109,17 @@ parse_args(int argc, char **argv, struct broker_opts *opts)
             i++;
         } else if (strcmp(arg, "--partitions") == 0 && parse_int(val, 1, 1000, &opts->partitions)) {
             i++;
+        } else if (strcmp(arg, "--ignore-eof") == 0) {
+            opts->ignore_eof = true;
         } else if (strcmp(arg, "--topic") == 0 && val != NULL && opts->ntopics < MAX_TOPICS) {
             opts->topics[opts->ntopics++] = val;
             i++;
         } else {
             fprintf(stderr,
-                    PROG ": bad argument '%s'%s: --brokers takes 1..32, --partitions 1..1000, "
+                    PROG ": bad argument '%s'%s%s: --brokers takes 1..32, --partitions 1..1000, "
                          "--topic a name (at most %d)\n",
-                    arg, val != NULL ? "" : " (value missing)", MAX_TOPICS);
+                    arg, val != NULL ? " followed by " : " (no value)", val != NULL ? val : "",
+                    MAX_TOPICS);
             usage(stderr);
             return 2;
         }
@@ -435,10 +443,10 @@ broker_run(struct broker *b, int sigfd)
 {
     char buf[LINE_MAX_LEN + 1];
     size_t len = 0;
+    int in_fd = STDIN_FILENO; /* -1 once stdin ended under --ignore-eof: poll skips it */
 
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
-                                {.fd = sigfd, .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = in_fd, .events = POLLIN}, {.fd = sigfd, .events = POLLIN}};
         ssize_t n;
 
         if (poll(pfd, 2, -1) < 0) {
@@ -454,6 +462,10 @@ broker_run(struct broker *b, int sigfd)
         n = read(STDIN_FILENO, buf + len, LINE_MAX_LEN - len);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
+        if (n == 0 && b->opts->ignore_eof) {
+            in_fd = -1;
+            continue;
+        }
         if (n <= 0)
             return n == 0 ? 0 : 1; /* EOF: the parent is done with us */
         len += (size_t)n;

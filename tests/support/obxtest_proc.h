@@ -29,7 +29,9 @@ enum {
  * environment. stderr goes to log_path (opened for append, created 0644) or, when log_path is NULL,
  * is inherited. stdin and stdout are O_CLOEXEC pipes unless flags say otherwise.
  * Returns NULL (after a message on stderr) when the program cannot be started; an exec failure
- * shows up as exit status 127. Must be released with obxt_proc_free. */
+ * shows up as exit status 127. Must be released with obxt_proc_free.
+ * Sets SIGPIPE to ignored in the calling process (once), so writing to a child that is gone
+ * fails with EPIPE instead of killing the test; children start with default signal handling. */
 struct obxt_proc *obxt_proc_spawn(const char *const argv[], const char *const env[],
                                   const char *log_path, int flags);
 

@@ -118,15 +118,36 @@ run(struct pgtmp *pg, const char *const argv[])
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* Sets pg->bindir: $OBX_PG_BINDIR, else `pg_config --bindir`, else the Debian default; the first
- * one holding an executable initdb wins. Returns 0 or -1 (with a hint on stderr). */
+/* True (and sets pg->bindir) if dir holds an executable initdb. */
+static bool
+try_bindir(struct pgtmp *pg, const char *dir)
+{
+    char initdb[PATH_MAX + 16];
+
+    if (!dir || !dir[0] || strlen(dir) >= sizeof(pg->bindir))
+        return false;
+    snprintf(initdb, sizeof(initdb), "%s/initdb", dir);
+    if (access(initdb, X_OK) != 0)
+        return false;
+    snprintf(pg->bindir, sizeof(pg->bindir), "%s", dir);
+    return true;
+}
+
+/* Sets pg->bindir: $OBX_PG_BINDIR (and nothing else when it is set: never silently run another
+ * version), else `pg_config --bindir`, else the Debian default. Returns 0 or -1 with a hint. */
 static int
 find_bindir(struct pgtmp *pg)
 {
-    static char from_pg_config[PATH_MAX];
-    const char *candidates[3] = {getenv("OBX_PG_BINDIR"), from_pg_config, PGTMP_DEFAULT_BINDIR};
+    const char *env = getenv("OBX_PG_BINDIR");
+    char from_pg_config[PATH_MAX] = "";
     FILE *p;
 
+    if (env && env[0]) {
+        if (try_bindir(pg, env))
+            return 0;
+        fprintf(stderr, "obx-pgtmp: no initdb in $OBX_PG_BINDIR (%s)\n", env);
+        return -1;
+    }
     p = popen("pg_config --bindir 2>/dev/null", "re");
     if (p) {
         if (!fgets(from_pg_config, sizeof(from_pg_config), p))
@@ -134,20 +155,11 @@ find_bindir(struct pgtmp *pg)
         from_pg_config[strcspn(from_pg_config, "\n")] = '\0';
         pclose(p);
     }
-    for (int i = 0; i < 3; i++) {
-        char initdb[PATH_MAX + 16];
-
-        if (!candidates[i] || !candidates[i][0] || strlen(candidates[i]) >= sizeof(pg->bindir))
-            continue;
-        snprintf(initdb, sizeof(initdb), "%s/initdb", candidates[i]);
-        if (access(initdb, X_OK) == 0) {
-            snprintf(pg->bindir, sizeof(pg->bindir), "%s", candidates[i]);
-            return 0;
-        }
-    }
+    if (try_bindir(pg, from_pg_config) || try_bindir(pg, PGTMP_DEFAULT_BINDIR))
+        return 0;
     fprintf(stderr,
-            "obx-pgtmp: initdb not found (tried $OBX_PG_BINDIR, pg_config --bindir, %s): "
-            "apt-get install postgresql-15, or set OBX_PG_BINDIR to the server's bin directory\n",
+            "obx-pgtmp: initdb not found (tried pg_config --bindir and %s): install the server "
+            "with apt-get install postgresql-15, or set OBX_PG_BINDIR to its bin directory\n",
             PGTMP_DEFAULT_BINDIR);
     return -1;
 }
@@ -552,8 +564,15 @@ do_lifecycle(struct pgtmp *pg, const char *cmd)
     if (mode && running && stop_server(pg, mode) < 0)
         return reply("error pg_ctl stop -m %s failed, see %s", mode, pg->logfile);
     if (strncmp(cmd, "stop", 4) != 0) {
-        /* A server that died by itself may have left processes: clear them before starting. */
-        if (wait_server_gone(pg, 5000) < 0 || start_server(pg, false) < 0)
+        char pidfile[PATH_MAX + 32];
+
+        /* A server that died by itself may have left processes and a stale postmaster.pid:
+         * clear them before starting (with no child left, no server process of ours runs). */
+        if (wait_server_gone(pg, 5000) < 0)
+            return reply("error old server processes do not go away");
+        snprintf(pidfile, sizeof(pidfile), "%s/postmaster.pid", pg->datadir);
+        unlink(pidfile);
+        if (start_server(pg, false) < 0)
             return reply("error start failed, see %s", pg->logfile);
     }
     return reply("ok");
@@ -705,6 +724,11 @@ main(int argc, char **argv)
         return 1;
     /* The postmaster, daemonized by pg_ctl, is reparented to us: we can wait for it. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
+    /* Out of our parent's process group, so a killpg(SIGKILL) aimed at a test (libcheck's and
+     * meson's timeouts do that) ends the test and our parent-death signal lets us clean up.
+     * Not when reading a terminal: a background group reading it would be stopped. */
+    if (!isatty(0))
+        setpgid(0, 0);
     if (parse_args(&pg, argc, argv) < 0)
         return 2;
     if (setup_signals(&pg) < 0) {

@@ -974,6 +974,39 @@ START_TEST(kafka_is_secret__librdkafka_sensitive_keys)
 }
 END_TEST
 
+/* docs/configuration.md holds the table obx_config_print_markdown() writes, verbatim: a key added
+ * to the table without regenerating the page fails here. */
+START_TEST(print_markdown__docs_are_current)
+{
+    const char *fixtures = getenv("OBX_FIXTURES");
+    char path[4096], *table = NULL, *doc;
+    size_t table_len = 0;
+    FILE *mem, *f;
+    long n;
+
+    ck_assert_ptr_nonnull(fixtures);
+    snprintf(path, sizeof(path), "%s/../../docs/configuration.md", fixtures);
+    mem = open_memstream(&table, &table_len);
+    ck_assert_ptr_nonnull(mem);
+    obx_config_print_markdown(mem);
+    fclose(mem);
+    f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    doc = calloc(1, (size_t)n + 1);
+    ck_assert_ptr_nonnull(doc);
+    ck_assert_uint_eq(fread(doc, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    ck_assert_msg(strstr(doc, table) != NULL,
+                  "docs/configuration.md is out of date: regenerate its key table with "
+                  "obx_config_print_markdown()");
+    free(doc);
+    free(table);
+}
+END_TEST
+
 static Suite *
 config_suite(void)
 {
@@ -1047,6 +1080,7 @@ config_suite(void)
     tc = tcase_create("print_help");
     tcase_add_test(tc, print_help__lists_every_key);
     tcase_add_test(tc, print_markdown__one_row_per_key);
+    tcase_add_test(tc, print_markdown__docs_are_current);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("dump");

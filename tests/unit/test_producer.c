@@ -88,8 +88,7 @@ config_for(const struct cluster *c, ...)
     ck_assert_int_eq(obx_config_set(cfg, "kafka.bootstrap.servers", c->bootstraps, "test", &err),
                      0);
     ck_assert_int_eq(obx_config_set(cfg, "kafka.reconnect.backoff.ms", "20", "test", &err), 0);
-    ck_assert_int_eq(obx_config_set(cfg, "kafka.reconnect.backoff.max.ms", "200", "test", &err),
-                     0);
+    ck_assert_int_eq(obx_config_set(cfg, "kafka.reconnect.backoff.max.ms", "200", "test", &err), 0);
     ck_assert_int_eq(obx_config_set(cfg, "kafka.retry.backoff.ms", "20", "test", &err), 0);
     va_start(ap, c);
     while ((key = va_arg(ap, const char *)) != NULL) {
@@ -160,13 +159,12 @@ collect(void *ctx, const struct obx_delivery *dr)
     r->partition = ev->partition;
     r->timestamp_ms = ev->timestamp_ms;
     copy_bytes(r->key, sizeof(r->key), ev->key, ev->key_len, &r->key_len, &r->key_null);
-    copy_bytes(r->value, sizeof(r->value), ev->value, ev->value_len, &r->value_len,
-               &r->value_null);
+    copy_bytes(r->value, sizeof(r->value), ev->value, ev->value_len, &r->value_len, &r->value_null);
     r->nheaders = ev->nheaders;
     for (size_t i = 0; i < ev->nheaders && i < MAX_HDRS; i++) {
         snprintf(r->hname[i], sizeof(r->hname[i]), "%s", ev->headers[i].name);
-        copy_bytes(r->hval[i], sizeof(r->hval[i]), ev->headers[i].value,
-                   ev->headers[i].value_len, &r->hlen[i], &r->hnull[i]);
+        copy_bytes(r->hval[i], sizeof(r->hval[i]), ev->headers[i].value, ev->headers[i].value_len,
+                   &r->hlen[i], &r->hnull[i]);
     }
 }
 
@@ -268,14 +266,13 @@ consume(const struct cluster *c, const char *topic, int partitions, int expect, 
     int n = 0;
     int64_t deadline = mono_ms() + timeout_ms, extra = -1;
 
-    ck_assert_int_eq(rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstraps, errstr,
-                                       sizeof(errstr)),
-                     RD_KAFKA_CONF_OK);
+    ck_assert_int_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstraps, errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
     ck_assert_int_eq(rd_kafka_conf_set(conf, "group.id", "test-reader", errstr, sizeof(errstr)),
                      RD_KAFKA_CONF_OK);
-    ck_assert_int_eq(
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)),
-        RD_KAFKA_CONF_OK);
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
     rd_kafka_conf_set_log_cb(conf, quiet_log);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     ck_assert_msg(rk != NULL, "%s", errstr);
@@ -786,10 +783,10 @@ START_TEST(send__queue_full_is_busy_and_loses_nothing)
     warm_up(p, col, "bp", 1000);
     cluster_brokers(&c, false);
     for (;;) {
-        struct obx_event ev = event("bp", "k", value);
+        struct obx_event ev;
 
         snprintf(value, sizeof(value), "%llu", (unsigned long long)tag);
-        ev.value_len = strlen(value);
+        ev = event("bp", "k", value);
         rc = obx_producer_send(p, &ev, tag, &err);
         if (rc != 0)
             break;
@@ -809,10 +806,10 @@ START_TEST(send__queue_full_is_busy_and_loses_nothing)
     }
     cluster_brokers(&c, true);
     for (; tag < (uint64_t)total; tag++) {
-        struct obx_event ev = event("bp", "k", value);
+        struct obx_event ev;
 
         snprintf(value, sizeof(value), "%llu", (unsigned long long)tag);
-        ev.value_len = strlen(value);
+        ev = event("bp", "k", value);
         send_ok(p, &ev, tag);
     }
     ck_assert_msg(obx_producer_flush(p, 8000, &err) == 0, "%s", err.msg);
@@ -935,10 +932,10 @@ START_TEST(poll__each_tag_reported_once)
     p = obx_producer_new(cfg, collect, col, &err);
     ck_assert_msg(p != NULL, "%s", err.msg);
     for (int i = 0; i < total; i++) {
-        struct obx_event ev = event(i % 2 ? "many-a" : "many-b", key, "v");
+        struct obx_event ev;
 
         snprintf(key, sizeof(key), "agg-%d", i % 17);
-        ev.key_len = strlen(key);
+        ev = event(i % 2 ? "many-a" : "many-b", key, "v");
         send_ok(p, &ev, 5000 + (uint64_t)i);
     }
     for (int64_t deadline = mono_ms() + 8000; col->n < total && mono_ms() < deadline;)
@@ -987,10 +984,10 @@ START_TEST(poll__retriable_errors_keep_order)
                          RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, 0),
                      0);
     for (int i = 0; i < total; i++) {
-        struct obx_event ev = event("retry", "same-key", value);
+        struct obx_event ev;
 
         snprintf(value, sizeof(value), "%d", i);
-        ev.value_len = strlen(value);
+        ev = event("retry", "same-key", value);
         send_ok(p, &ev, (uint64_t)i);
         if (i % 25 == 0)
             obx_producer_poll(p, 20);
@@ -1041,6 +1038,9 @@ START_TEST(poll__permanent_error_reported)
     ck_assert_msg(strstr(col->r[0].reason, "authorization") != NULL, "%s", col->r[0].reason);
     ck_assert_int_eq(col->r[0].offset, -1);
     ck_assert_int_eq(obx_producer_in_flight(p), 0);
+    /* under the gap-less guarantee a permanent failure also stops the producer */
+    ck_assert(col->r[0].fatal);
+    ck_assert(obx_producer_fatal(p, &err));
     obx_producer_free(p);
     obx_config_free(cfg);
     cluster_stop(&c);
@@ -1061,6 +1061,7 @@ START_TEST(poll__permanent_error_leaves_no_gap)
     struct collector *col = calloc(1, sizeof(*col));
     char value[16];
     const int total = 20;
+    int sent;
 
     cluster_start(&c);
     cluster_topic(&c, "gap", 1);
@@ -1070,15 +1071,24 @@ START_TEST(poll__permanent_error_leaves_no_gap)
     warm_up(p, col, "gap", 100);
     rd_kafka_mock_push_request_errors(c.mc, PRODUCE_API_KEY, 1,
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    for (int i = 0; i < total; i++) {
-        struct obx_event ev = event("gap", "k", value);
+    for (sent = 0; sent < total; sent++) {
+        struct obx_event ev;
+        int rc;
 
-        snprintf(value, sizeof(value), "%d", i);
-        ev.value_len = strlen(value);
-        send_ok(p, &ev, (uint64_t)i);
+        snprintf(value, sizeof(value), "%d", sent);
+        ev = event("gap", "k", value);
+        while ((rc = obx_producer_send(p, &ev, (uint64_t)sent, &err)) == OBX_ERR_BUSY)
+            obx_producer_poll(p, 10);
+        if (rc != 0) {
+            /* the failure may already have stopped the producer */
+            ck_assert_int_eq(rc, OBX_ERR_KAFKA);
+            ck_assert(err.fatal);
+            break;
+        }
     }
-    wait_reports(p, col, total, 8000);
-    ck_assert_int_eq(col->n, total);
+    ck_assert_int_gt(sent, 0);
+    wait_reports(p, col, sent, 8000);
+    ck_assert_int_eq(col->n, sent);
     for (int i = 0; i < col->n; i++) {
         ck_assert_msg(col->r[i].error == OBX_ERR_KAFKA, "tag %llu was written after a failure",
                       (unsigned long long)col->r[i].tag);

@@ -84,7 +84,7 @@ static const struct key_def keys[] = {
     {.name = "outbox.table.field.event.headers", .type = KEY_STRING, .def = "",
      .desc = "json/jsonb column whose object members become headers (empty: none)"},
     {.name = "outbox.headers.source", .type = KEY_BOOL, .def = "false",
-     .desc = "add source headers (commit LSN, xid, table)"},
+     .desc = "add headers outbox.lsn (commit LSN), outbox.xid, outbox.seq (dedupe key)"},
     {.name = "outbox.message.prefix", .type = KEY_STRING, .def = "outbox",
      .desc = "prefix of the logical messages to publish (with postgres.messages)"},
     {.name = "outbox.invalid.behavior", .type = KEY_ENUM, .def = "dlq", .allowed = "dlq|skip|fail",

@@ -11,14 +11,16 @@
  * call). While an event is being built the scratch buffer may move, so pieces are kept as offsets
  * ("spans") and turned into pointers only once the event is complete.
  *
- * Decisions (see also the README of outboxd's configuration):
+ * Decisions:
  * - value: text/varchar/json/jsonb as PostgreSQL prints it, bytea decoded from hex; SQL NULL is a
  *   tombstone, with or without envelope placements (compaction keeps working).
  * - envelope placements: the value becomes {"payload": P, "<name>": V, ...} with jsonb's spacing.
  *   P is the json/jsonb text itself, a JSON string for text/varchar, a base64 (RFC 4648, padded)
  *   JSON string for bytea (what Debezium's binary.handling.mode=base64 and Jackson do). V is a
  *   number for int2/int4/int8, true/false for bool, the JSON itself for json/jsonb, a string for
- *   everything else, null for SQL NULL.
+ *   everything else (bytea other than the payload: its "\x..." text), null for SQL NULL.
+ * - topic: the routing value must give a legal Kafka topic name (1 to 249 of [A-Za-z0-9._-]),
+ *   else the row is invalid: better a dead letter naming the column than a produce error.
  * - headers: the id column (SQL NULL id makes the row invalid, as Debezium requires an id);
  *   header placements (SQL NULL: a null header value); the headers column's members: strings
  *   decoded, numbers/true/false as their JSON text, objects/arrays as JSON text with jsonb's
@@ -818,13 +820,17 @@ parse_timestamp(const char *p, size_t n, int64_t *ms)
     return true;
 }
 
-/* PostgreSQL epoch microseconds -> Unix milliseconds (floor). */
+/* The commit time in Unix milliseconds (PostgreSQL epoch microseconds, floored), or 0 (the
+ * producer stamps the record) without a transaction or a commit time. */
 static int64_t
-pg_ts_to_unix_ms(int64_t us)
+commit_ms(const struct obx_txn_info *txn)
 {
-    int64_t ms = us / 1000;
+    int64_t ms;
 
-    if (us % 1000 < 0)
+    if (txn == NULL || txn->commit_ts == 0)
+        return 0;
+    ms = txn->commit_ts / 1000;
+    if (txn->commit_ts % 1000 < 0)
         ms--;
     return ms + POSTGRES_EPOCH_MS;
 }
@@ -1707,8 +1713,7 @@ build_headers(struct obx_outbox *ob, const struct route_ctx *cx)
     return rc;
 }
 
-/* The timestamp column when set and not null, else the commit time (0 without a transaction:
- * the producer stamps it). */
+/* The timestamp column when set and not null, else the commit time. */
 static int
 build_timestamp(struct obx_outbox *ob, const struct route_ctx *cx)
 {
@@ -1717,7 +1722,7 @@ build_timestamp(struct obx_outbox *ob, const struct route_ctx *cx)
     size_t n = fv->len;
     int64_t ms;
 
-    ob->st.timestamp_ms = cx->txn != NULL ? pg_ts_to_unix_ms(cx->txn->commit_ts) : 0;
+    ob->st.timestamp_ms = commit_ms(cx->txn);
     if (ob->fields[F_TIMESTAMP][0] == '\0' || fv->kind == FV_NULL)
         return 0;
     if (fv->kind == FV_JSON && fv->jtype == J_STRING) {
@@ -1866,7 +1871,7 @@ build_dead_letter(struct obx_outbox *ob, const struct route_ctx *cx)
     stage_reset(&ob->st);
     ob->st.key = key;
     ob->st.topic = span_ext(ob->dlq_topic, strlen(ob->dlq_topic));
-    ob->st.timestamp_ms = cx->txn != NULL ? pg_ts_to_unix_ms(cx->txn->commit_ts) : 0;
+    ob->st.timestamp_ms = commit_ms(cx->txn);
     if (cx->rel != NULL)
         rc = build_row_dump(ob, cx);
     else

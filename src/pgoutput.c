@@ -4,7 +4,8 @@
  * goes through the bounds-checked reader, and a message must be consumed exactly. Layouts follow
  * PostgreSQL's "Logical Replication Message Formats" (protocol versions 1 to 4): Int8/16/32/64
  * are big-endian, String is NUL-terminated, and [xid] marks the Int32 transaction id that is
- * present only inside a streamed block (between Stream Start and Stream Stop, protocol >= 2).
+ * present only inside a streamed block (between Stream Start and Stream Stop, protocol >= 2):
+ * the xid of the (sub)transaction that made the change.
  *
  * Errors are OBX_ERR_PROTOCOL with the message
  *     "malformed <Type> message: <what> at offset <n> of <len>"

@@ -27,7 +27,7 @@ enum obx_invalid_behavior {
 struct obx_txn_info {
     uint32_t xid;
     uint64_t commit_lsn; /* Begin's final_lsn: the commit LSN of the transaction */
-    int64_t commit_ts;   /* PostgreSQL epoch microseconds */
+    int64_t commit_ts;   /* PostgreSQL epoch microseconds; 0: none (the producer stamps it) */
     uint32_t seq;        /* ordinal of the event in its transaction, from 0 */
 };
 
@@ -66,7 +66,7 @@ int obx_outbox_route_row(struct obx_outbox *ob, const struct obx_relation *rel,
 /* Routes one logical message (prefix outbox.message.prefix, content a JSON object with the table's
  * field names). Other prefixes return OBX_ROUTE_SKIP. Same results as obx_outbox_route_row.
  * txn may be NULL for a non-transactional message: the timestamp is then left to the producer
- * and the source headers use the message's lsn and xid with seq 0. */
+ * (as with commit_ts 0) and the source headers use the message's lsn and xid with seq 0. */
 int obx_outbox_route_message(struct obx_outbox *ob, const struct obx_pgo_message *msg,
                              const struct obx_txn_info *txn, struct obx_event *ev,
                              struct obx_error *err);

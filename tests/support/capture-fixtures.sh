@@ -3,6 +3,9 @@
 #
 #   tests/support/capture-fixtures.sh [BUILD_DIR] [SCENARIO...]
 #
+# BUILD_DIR defaults to ./build; environment: OBX_FIXTURES_OUT (output directory, default
+# tests/fixtures), OBX_PGTMP (the obx-pgtmp to use), PGBIN (PostgreSQL binaries, default 15's).
+#
 # Starts a throwaway server (build-dir/tests/support/obx-pgtmp when it works, else a cluster of
 # its own made with initdb, run as the postgres user when we are root), and for each scenario:
 # runs its setup SQL, creates a fresh pgoutput slot, runs its SQL, notes pg_current_wal_lsn(),
@@ -15,9 +18,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
 [[ $# -gt 0 ]] && shift
-fixtures=$root/tests/fixtures
+fixtures=${OBX_FIXTURES_OUT:-$root/tests/fixtures} # elsewhere to compare without overwriting
 capture=$build/tests/support/obx-pgcapture
-pgtmp=$build/tests/support/obx-pgtmp
+pgtmp=${OBX_PGTMP:-$build/tests/support/obx-pgtmp}
 pgbin=${PGBIN:-/usr/lib/postgresql/15/bin}
 
 # Server settings every scenario needs: logical decoding, prepared transactions for two-phase,

@@ -297,6 +297,7 @@ START_TEST(new__empty_payload_or_route_field)
 {
     assert_new_fails("outbox.table.field.event.payload=", "outbox.table.field.event.payload");
     assert_new_fails("outbox.route.by.field=", "outbox.route.by.field");
+    assert_new_fails("outbox.dlq.topic=", "outbox.dlq.topic");
 }
 END_TEST
 
@@ -967,9 +968,13 @@ START_TEST(route_row__commit_timestamp_conversion)
     struct row r;
 
     row_default(&r);
-    t.commit_ts = 0;
+    t.commit_ts = 1;
     ck_assert_int_eq(obx_outbox_route_row(ob, &r.rel, &r.tup, &t, &ev, NULL), OBX_ROUTE_EVENT);
     ck_assert_int_eq(ev.timestamp_ms, INT64_C(946684800000));
+    /* no commit time: left to the producer */
+    t.commit_ts = 0;
+    ck_assert_int_eq(obx_outbox_route_row(ob, &r.rel, &r.tup, &t, &ev, NULL), OBX_ROUTE_EVENT);
+    ck_assert_int_eq(ev.timestamp_ms, 0);
     t.commit_ts = -1; /* one microsecond before 2000: floor, not truncation */
     ck_assert_int_eq(obx_outbox_route_row(ob, &r.rel, &r.tup, &t, &ev, NULL), OBX_ROUTE_EVENT);
     ck_assert_int_eq(ev.timestamp_ms, INT64_C(946684799999));
@@ -1410,6 +1415,18 @@ START_TEST(dead_letter__refused_dead_letter_is_error)
 }
 END_TEST
 
+START_TEST(dead_letter__no_dlq_topic_is_config_error)
+{
+    struct obx_outbox *ob = router("outbox.invalid.behavior=skip", "outbox.dlq.topic=", NULL);
+    struct obx_event ev = {.topic = "t"}, dlq;
+    struct obx_error err;
+
+    ck_assert_int_eq(obx_outbox_dead_letter(ob, &ev, "why", &dlq, &err), OBX_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "outbox.dlq.topic"));
+    obx_outbox_free(ob);
+}
+END_TEST
+
 START_TEST(dead_letter__full_headers)
 {
     struct obx_outbox *ob = router(NULL);
@@ -1547,6 +1564,7 @@ outbox_suite(void)
     tc = tcase_create("dead_letter");
     tcase_add_test(tc, dead_letter__copies_and_adds_error);
     tcase_add_test(tc, dead_letter__refused_dead_letter_is_error);
+    tcase_add_test(tc, dead_letter__no_dlq_topic_is_config_error);
     tcase_add_test(tc, dead_letter__full_headers);
     suite_add_tcase(s, tc);
 

@@ -443,7 +443,7 @@ END_TEST
 
 /* User keys are applied after the defaults: acks=1 alone conflicts with the default
  * enable.idempotence=true, together with enable.idempotence=false it is accepted (and the
- * gap-less default, which needs idempotence, is then left out). */
+ * gap-less default of outbox.invalid.behavior = fail, which needs idempotence, is left out). */
 START_TEST(new__user_keys_override_defaults)
 {
     struct cluster c;
@@ -458,7 +458,8 @@ START_TEST(new__user_keys_override_defaults)
     ck_assert_msg(strstr(err.msg, "acks") != NULL, "%s", err.msg);
     obx_config_free(cfg);
 
-    cfg = config_for(&c, "kafka.acks", "1", "kafka.enable.idempotence", "false", NULL);
+    cfg = config_for(&c, "kafka.acks", "1", "kafka.enable.idempotence", "false",
+                     "outbox.invalid.behavior", "fail", NULL);
     p = obx_producer_new(cfg, NULL, NULL, &err);
     ck_assert_msg(p != NULL, "%s", err.msg);
     obx_producer_free(p);
@@ -1022,6 +1023,7 @@ START_TEST(poll__permanent_error_reported)
 
     cluster_start(&c);
     cluster_topic(&c, "perm", 1);
+    cluster_topic(&c, "perm.dlq", 1);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
     ck_assert_msg(p != NULL, "%s", err.msg);
@@ -1038,9 +1040,16 @@ START_TEST(poll__permanent_error_reported)
     ck_assert_msg(strstr(col->r[0].reason, "authorization") != NULL, "%s", col->r[0].reason);
     ck_assert_int_eq(col->r[0].offset, -1);
     ck_assert_int_eq(obx_producer_in_flight(p), 0);
-    /* under the gap-less guarantee a permanent failure also stops the producer */
-    ck_assert(col->r[0].fatal);
-    ck_assert(obx_producer_fatal(p, &err));
+    /* with outbox.invalid.behavior = dlq (the default) the producer stays usable, so the
+     * pipeline can send the dead letter */
+    ck_assert(!col->r[0].fatal);
+    ck_assert(!obx_producer_fatal(p, &err));
+    ev.topic = "perm.dlq";
+    send_ok(p, &ev, 8);
+    wait_reports(p, col, 2, 5000);
+    ck_assert_int_eq(col->n, 2);
+    ck_assert_uint_eq(col->r[1].tag, 8);
+    ck_assert_int_eq(col->r[1].error, 0);
     obx_producer_free(p);
     obx_config_free(cfg);
     cluster_stop(&c);
@@ -1048,10 +1057,10 @@ START_TEST(poll__permanent_error_reported)
 }
 END_TEST
 
-/* enable.gapless.guarantee: when one batch fails permanently, the records queued after it are
- * not written (without it librdkafka would write them, ahead of the failed one that only comes
- * back on a replay): every report fails, the producer turns fatal, the log holds no later
- * record. */
+/* With outbox.invalid.behavior = fail the gap-less guarantee is on: when one batch fails
+ * permanently, the records queued after it are not written (without it librdkafka would write
+ * them, ahead of the failed one that only comes back on a replay): every report fails, the
+ * producer turns fatal, the log holds no later record. */
 START_TEST(poll__permanent_error_leaves_no_gap)
 {
     struct cluster c;
@@ -1065,7 +1074,8 @@ START_TEST(poll__permanent_error_leaves_no_gap)
 
     cluster_start(&c);
     cluster_topic(&c, "gap", 1);
-    cfg = config_for(&c, "kafka.batch.num.messages", "5", "kafka.linger.ms", "50", NULL);
+    cfg = config_for(&c, "outbox.invalid.behavior", "fail", "kafka.batch.num.messages", "5",
+                     "kafka.linger.ms", "50", NULL);
     p = obx_producer_new(cfg, collect, col, &err);
     ck_assert_msg(p != NULL, "%s", err.msg);
     warm_up(p, col, "gap", 100);
@@ -1104,8 +1114,9 @@ START_TEST(poll__permanent_error_leaves_no_gap)
 }
 END_TEST
 
-/* A user-set message.timeout.ms expiring is a permanent failure of the record, never a drop. */
-START_TEST(poll__user_timeout_is_permanent)
+/* A user-set message.timeout.ms expiring fails the record (never a silent drop), as a failure
+ * that is neither permanent nor fatal: Kafka was unreachable, a resend may succeed. */
+START_TEST(poll__user_timeout_is_reported)
 {
     struct cluster c;
     struct obx_config *cfg;
@@ -1125,8 +1136,10 @@ START_TEST(poll__user_timeout_is_permanent)
     ck_assert_int_eq(col->n, 1);
     ck_assert_uint_eq(col->r[0].tag, 42);
     ck_assert_int_eq(col->r[0].error, OBX_ERR_KAFKA);
-    ck_assert(col->r[0].permanent);
+    ck_assert(!col->r[0].permanent);
+    ck_assert(!col->r[0].fatal);
     ck_assert_int_eq(col->r[0].kafka_code, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+    ck_assert_int_eq(obx_producer_in_flight(p), 0);
     obx_producer_free(p);
     obx_config_free(cfg);
     cluster_stop(&c);
@@ -1351,7 +1364,7 @@ producer_suite(void)
     tcase_add_test(tc, poll__retriable_errors_keep_order);
     tcase_add_test(tc, poll__permanent_error_reported);
     tcase_add_test(tc, poll__permanent_error_leaves_no_gap);
-    tcase_add_test(tc, poll__user_timeout_is_permanent);
+    tcase_add_test(tc, poll__user_timeout_is_reported);
     tc = tcase(s, "obx_producer_fd");
     tcase_add_test(tc, fd__readable_when_reports_ready);
     tc = tcase(s, "obx_producer_flush");

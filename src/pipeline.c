@@ -43,6 +43,8 @@ struct obx_pipeline {
 };
 
 static void pipeline_on_delivery(void *ctx, const struct obx_delivery *dr);
+static void pipeline_refused(struct obx_pipeline *p, const struct obx_event *ev, uint64_t tag,
+                             const char *reason);
 
 /* Records the first failure: from now on nothing more is confirmed until the pipeline restarts
  * from the slot (fatal = false) or outboxd stops (fatal = true). */
@@ -187,6 +189,13 @@ pipeline_send(struct obx_pipeline *p, const struct obx_event *ev, uint64_t tag,
     rc = obx_producer_send(p->producer, ev, tag, err);
     if (rc == OBX_ERR_BUSY)
         return pipeline_hold(p, ev, tag, err);
+    if (rc == OBX_ERR_KAFKA && err != NULL && !err->fatal) {
+        /* refused at enqueue (too large, unknown partition): same policy as a permanent
+         * delivery failure, or the replay would refuse it again forever */
+        pipeline_refused(p, ev, tag, err->msg);
+        obx_error_clear(err);
+        return 0;
+    }
     if (rc == 0)
         p->stats.events_sent++;
     return rc;
@@ -202,9 +211,14 @@ pipeline_retry_held(struct obx_pipeline *p, struct obx_error *err)
 
         if (rc == OBX_ERR_BUSY)
             return 0;
+        p->held_head++;
+        if (rc == OBX_ERR_KAFKA && err != NULL && !err->fatal) {
+            pipeline_refused(p, &h->ev, h->tag, err->msg);
+            obx_error_clear(err);
+            continue;
+        }
         if (rc != 0)
             return rc;
-        p->held_head++;
         p->stats.events_sent++;
     }
     p->held_head = p->held_count = 0;
@@ -234,32 +248,23 @@ pipeline_emit(struct obx_pipeline *p, int route, const struct obx_event *ev, str
     return pipeline_send(p, ev, seq, err);
 }
 
-/* Delivery report: acknowledge, dead-letter, skip or fail (DESIGN.md rule 6). */
+/* Kafka refused ev for good (permanent delivery error, or refused at enqueue): apply
+ * outbox.invalid.behavior to it. The dead letter carries the same tag, so its transaction stays
+ * unconfirmed until the dead letter itself is acknowledged. */
 static void
-pipeline_on_delivery(void *ctx, const struct obx_delivery *dr)
+pipeline_refused(struct obx_pipeline *p, const struct obx_event *ev, uint64_t tag,
+                 const char *reason)
 {
-    struct obx_pipeline *p = ctx;
     struct obx_error e = {0};
     struct obx_event dlq;
     char msg[OBX_ERROR_MSG_MAX];
 
-    if (dr->error == 0) {
-        if (obx_ackwin_ack(p->ackwin, dr->tag, &e) != 0)
-            pipeline_fail(p, e.code, true, e.msg);
-        p->stats.events_acked++;
-        return;
-    }
     snprintf(msg, sizeof(msg), "kafka refused a record for topic %s: %s",
-             dr->ev != NULL ? dr->ev->topic : "?", dr->reason != NULL ? dr->reason : "?");
-    if (!dr->permanent) {
-        pipeline_fail(p, OBX_ERR_KAFKA, false, msg);
-        return;
-    }
+             ev != NULL ? ev->topic : "?", reason);
     switch (obx_outbox_invalid_behavior(p->outbox)) {
     case OBX_INVALID_DLQ:
-        if (dr->ev == NULL || strcmp(dr->ev->topic, obx_config_str(p->cfg, "outbox.dlq.topic")) == 0 ||
-            obx_outbox_dead_letter(p->outbox, dr->ev, dr->reason, &dlq, &e) != 0 ||
-            pipeline_send(p, &dlq, dr->tag, &e) != 0) {
+        if (ev == NULL || obx_outbox_dead_letter(p->outbox, ev, reason, &dlq, &e) != 0 ||
+            pipeline_send(p, &dlq, tag, &e) != 0) {
             pipeline_fail(p, OBX_ERR_KAFKA, true, msg);
             return;
         }
@@ -269,7 +274,7 @@ pipeline_on_delivery(void *ctx, const struct obx_delivery *dr)
     case OBX_INVALID_SKIP:
         obx_log_error("pipeline", "%s; skipped (outbox.invalid.behavior = skip)", msg);
         p->stats.events_skipped++;
-        if (obx_ackwin_ack(p->ackwin, dr->tag, &e) != 0)
+        if (obx_ackwin_ack(p->ackwin, tag, &e) != 0)
             pipeline_fail(p, e.code, true, e.msg);
         return;
     case OBX_INVALID_FAIL:
@@ -277,6 +282,33 @@ pipeline_on_delivery(void *ctx, const struct obx_delivery *dr)
         pipeline_fail(p, OBX_ERR_KAFKA, true, msg);
         return;
     }
+}
+
+/* Delivery report: acknowledge, or apply the failure policy (DESIGN.md rule 6). */
+static void
+pipeline_on_delivery(void *ctx, const struct obx_delivery *dr)
+{
+    struct obx_pipeline *p = ctx;
+    struct obx_error e = {0};
+    char msg[OBX_ERROR_MSG_MAX];
+
+    if (dr->error == 0) {
+        if (obx_ackwin_ack(p->ackwin, dr->tag, &e) != 0)
+            pipeline_fail(p, e.code, true, e.msg);
+        p->stats.events_acked++;
+        return;
+    }
+    if (dr->permanent && !dr->fatal) {
+        pipeline_refused(p, dr->ev, dr->tag, dr->reason);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "delivery to topic %s failed: %s",
+             dr->ev != NULL ? dr->ev->topic : "?", dr->reason);
+    /* fatal producer state or a transient error that outlived its retries: rebuild the producer
+     * and replay from the slot, unless the user asked to stop on undeliverable records */
+    pipeline_fail(p, OBX_ERR_KAFKA,
+                  dr->permanent && obx_outbox_invalid_behavior(p->outbox) == OBX_INVALID_FAIL,
+                  msg);
 }
 
 static int

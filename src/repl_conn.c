@@ -182,12 +182,13 @@ identify_system(struct obx_repl *r, struct obx_error *err)
     } else {
         const char *server = PQparameterStatus(r->conn, "server_version");
 
-        obx_log_info("repl",
-                     "connected to %s:%s database %s as %s (PostgreSQL %s, system %s, "
-                     "timeline %s, WAL at %s)",
-                     PQhost(r->conn), PQport(r->conn), PQgetvalue(res, 0, 3), PQuser(r->conn),
-                     server != NULL ? server : "?", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
-                     PQgetvalue(res, 0, 2));
+        /* Once per outage: while a failure repeats, reconnecting is not news. */
+        OBX_LOG(r->last_problem[0] == '\0' ? OBX_LOG_INFO : OBX_LOG_DEBUG, "repl",
+                "connected to %s:%s database %s as %s (PostgreSQL %s, system %s, "
+                "timeline %s, WAL at %s)",
+                PQhost(r->conn), PQport(r->conn), PQgetvalue(res, 0, 3), PQuser(r->conn),
+                server != NULL ? server : "?", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
+                PQgetvalue(res, 0, 2));
     }
     PQclear(res);
     return rc;

@@ -10,8 +10,9 @@
  *
  * It stops when a keepalive reports a walEnd at or past END_LSN (the walsender has then decoded
  * everything before END_LSN and sent it ahead of the keepalive), or after IDLE_MS without any
- * message. Without -e, the idle stop is the normal end; with -e it is an error (exit 1), so an
- * incomplete fixture never goes unnoticed. */
+ * message (default 2000 ms, or 30000 ms with -e). Without -e, the idle stop is the normal end;
+ * with -e it is an error (exit 1), so an incomplete fixture never goes unnoticed. Exit status 2
+ * for bad arguments. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -123,6 +124,24 @@ parse_lsn(const char *s, uint64_t *lsn)
     return true;
 }
 
+/* Checks the parsed options and fills in the idle timeout default. */
+static int
+check_options(struct options *o)
+{
+    if (o->conninfo == NULL || o->slot == NULL || o->publication == NULL || o->output == NULL ||
+        o->proto_version < 1 || o->proto_version > 4) {
+        usage(stderr);
+        return -1;
+    }
+    if (!plain_identifier(o->slot) || !plain_identifier(o->publication)) {
+        fprintf(stderr, "obx-pgcapture: slot and publication must match [a-z0-9_]+\n");
+        return -1;
+    }
+    if (o->idle_ms < 0)
+        o->idle_ms = o->has_end_lsn ? 30000 : 2000;
+    return 0;
+}
+
 static int
 parse_options(int argc, char **argv, struct options *o)
 {
@@ -181,18 +200,11 @@ parse_options(int argc, char **argv, struct options *o)
             return -1;
         }
     }
-    if (o->conninfo == NULL || o->slot == NULL || o->publication == NULL || o->output == NULL ||
-        optind != argc || o->proto_version < 1 || o->proto_version > 4) {
+    if (optind != argc) {
         usage(stderr);
         return -1;
     }
-    if (!plain_identifier(o->slot) || !plain_identifier(o->publication)) {
-        fprintf(stderr, "obx-pgcapture: slot and publication must match [a-z0-9_]+\n");
-        return -1;
-    }
-    if (o->idle_ms < 0)
-        o->idle_ms = o->has_end_lsn ? 30000 : 2000;
-    return 0;
+    return check_options(o);
 }
 
 static PGconn *

@@ -12,6 +12,7 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -443,6 +444,7 @@ fake_accept(void *arg)
 
         if (fd < 0)
             return NULL;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         pthread_mutex_lock(&f->mu);
         f->active++;
         pthread_mutex_unlock(&f->mu);

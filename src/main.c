@@ -64,8 +64,10 @@ static int
 parse_args(int argc, char **argv, struct cli *cli)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {"dump-config", no_argument, NULL, 'D'},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"dump-config", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     int opt;

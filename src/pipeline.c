@@ -35,8 +35,8 @@ struct obx_pipeline {
     struct obx_held_event *held;
     size_t held_head, held_count, held_cap;
     uint64_t frozen_lsn; /* confirmable position when the failure happened */
-    int failure;       /* 0, or the error that stops confirming (rule 6) */
-    bool failure_fatal;    /* stop outboxd rather than restart from the slot */
+    int failure;         /* 0, or the error that stops confirming (rule 6) */
+    bool failure_fatal;  /* stop outboxd rather than restart from the slot */
     char failure_msg[OBX_ERROR_MSG_MAX];
     struct obx_pipeline_stats stats;
     struct obx_repl_handler *handler; /* the table filled by obx_pipeline_handler */
@@ -307,8 +307,7 @@ pipeline_on_delivery(void *ctx, const struct obx_delivery *dr)
     /* fatal producer state or a transient error that outlived its retries: rebuild the producer
      * and replay from the slot, unless the user asked to stop on undeliverable records */
     pipeline_fail(p, OBX_ERR_KAFKA,
-                  dr->permanent && obx_outbox_invalid_behavior(p->outbox) == OBX_INVALID_FAIL,
-                  msg);
+                  dr->permanent && obx_outbox_invalid_behavior(p->outbox) == OBX_INVALID_FAIL, msg);
 }
 
 static int

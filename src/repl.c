@@ -290,13 +290,16 @@ obx_repl_drain(const struct obx_repl_handler *h, struct obx_error *err)
 
 /* Sessions */
 
-/* Connect, check, start, stream. *started is set when streaming began. */
+/* Connect, check, start, stream, from a clean relation cache and decoder (the server announces
+ * every relation again). *started is set when streaming began. */
 static int
 session(struct obx_repl *r, const struct obx_repl_handler *h, volatile sig_atomic_t *stop,
         int64_t *started, struct obx_error *err)
 {
     int rc;
 
+    obx_relcache_clear(r->cache);
+    obx_pgoutput_reset(r->dec);
     if ((rc = obx_repl_connect(r, stop, err)) < 0)
         return rc;
     if ((rc = obx_repl_prepare(r, h, err)) < 0)
@@ -307,13 +310,11 @@ session(struct obx_repl *r, const struct obx_repl_handler *h, volatile sig_atomi
     return obx_repl_stream(r, h, stop, err);
 }
 
-/* Forgets everything of the session that failed. */
+/* Ends a session that failed: the handler forgets its open transaction. */
 static void
 end_session(struct obx_repl *r, const struct obx_repl_handler *h)
 {
     obx_repl_close(r);
-    obx_relcache_clear(r->cache);
-    obx_pgoutput_reset(r->dec);
     if (h->on_disconnect != NULL)
         h->on_disconnect(h->ctx);
     r->stats.reconnects++;

@@ -194,6 +194,21 @@ identify_system(struct obx_repl *r, struct obx_error *err)
     return rc;
 }
 
+/* pgoutput prints column values with the walsender's session settings: pin the formats the
+ * router parses (ISO timestamps, hex bytea), whatever the server's or role's defaults are. */
+static int
+set_output_format(struct obx_repl *r, struct obx_error *err)
+{
+    PGresult *res = PQexec(r->conn, "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
+                                    "SET bytea_output = 'hex'; SET extra_float_digits = 3");
+    int rc = 0;
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = obx_repl_query_failed(r->conn, res, "could not set the output format", err);
+    PQclear(res);
+    return rc;
+}
+
 int
 obx_repl_connect(struct obx_repl *r, volatile sig_atomic_t *stop, struct obx_error *err)
 {
@@ -205,7 +220,9 @@ obx_repl_connect(struct obx_repl *r, volatile sig_atomic_t *stop, struct obx_err
         return rc;
     if ((rc = open_conn(r->conninfo, "database", stop, &r->conn, err)) < 0)
         return rc;
-    return identify_system(r, err);
+    if ((rc = identify_system(r, err)) < 0)
+        return rc;
+    return set_output_format(r, err);
 }
 
 /* START_REPLICATION */

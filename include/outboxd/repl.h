@@ -37,8 +37,7 @@ struct obx_repl_handler {
     int (*on_insert)(void *ctx, const struct obx_relation *rel, const struct obx_pgo_tuple *tup,
                      struct obx_error *err);
     /* Update, Delete or Truncate (tag says which); rel is NULL for Truncate. */
-    int (*on_change)(void *ctx, uint8_t tag, const struct obx_relation *rel,
-                     struct obx_error *err);
+    int (*on_change)(void *ctx, uint8_t tag, const struct obx_relation *rel, struct obx_error *err);
     /* A logical message; wal_end is the walEnd of the XLogData that carried it. */
     int (*on_message)(void *ctx, const struct obx_pgo_message *m, uint64_t wal_end,
                       struct obx_error *err);
@@ -85,8 +84,8 @@ void obx_repl_free(struct obx_repl *r);
  * On stop: calls h->drain, sends a final status update, closes, returns 0. Returns OBX_ERR_SERVER
  * for server states that need an operator (wal_level, missing table, slot lost or dropped, slot
  * with another plugin), or the fatal error a callback returned. */
-int obx_repl_run(struct obx_repl *r, const struct obx_repl_handler *h,
-                 volatile sig_atomic_t *stop, struct obx_error *err);
+int obx_repl_run(struct obx_repl *r, const struct obx_repl_handler *h, volatile sig_atomic_t *stop,
+                 struct obx_error *err);
 
 /* Counters for logs and metrics. */
 void obx_repl_get_stats(const struct obx_repl *r, struct obx_repl_stats *out);

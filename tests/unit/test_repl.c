@@ -375,6 +375,14 @@ simple_query(struct fake *f, int fd, const char *sql)
     } else if (strncmp(sql, "START_REPLICATION", 17) == 0) {
         start_replication(f, fd);
         return;
+    } else if (strncmp(sql, "SET ", 4) == 0) {
+        /* one CommandComplete per statement of the session-settings batch */
+        for (const char *p = sql; (p = strstr(p, "SET ")) != NULL; p += 4) {
+            struct buf b = {.n = 0};
+
+            put_str(&b, "SET");
+            send_msg(fd, 'C', &b);
+        }
     } else {
         answer_sql(f, fd, sql);
     }

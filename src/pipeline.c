@@ -258,6 +258,7 @@ pipeline_refused(struct obx_pipeline *p, const struct obx_event *ev, uint64_t ta
     struct obx_error e = {0};
     struct obx_event dlq;
     char msg[OBX_ERROR_MSG_MAX];
+    bool failing = p->failure != 0;
 
     snprintf(msg, sizeof(msg), "kafka refused a record for topic %s: %s",
              ev != NULL ? ev->topic : "?", reason);
@@ -266,6 +267,12 @@ pipeline_refused(struct obx_pipeline *p, const struct obx_event *ev, uint64_t ta
         if (ev == NULL || obx_outbox_dead_letter(p->outbox, ev, reason, &dlq, &e) != 0 ||
             pipeline_send(p, &dlq, tag, &e) != 0) {
             pipeline_fail(p, OBX_ERR_KAFKA, true, msg);
+            return;
+        }
+        if (!failing && p->failure != 0) {
+            /* the dead letter was refused at enqueue in turn (e.g. too large as well): the
+             * nested call stopped the pipeline; it was not sent */
+            obx_log_error("pipeline", "%s; its dead letter was refused too", msg);
             return;
         }
         p->stats.events_dlq++;

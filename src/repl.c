@@ -153,6 +153,7 @@ read_settings(struct obx_repl *r, const struct obx_config *cfg, struct obx_error
     r->backoff_ms = obx_config_int(cfg, "postgres.reconnect.backoff.ms");
     r->backoff_max_ms = obx_config_int(cfg, "postgres.reconnect.backoff.max.ms");
     r->wal_warn_bytes = obx_config_int(cfg, "postgres.wal.warn.bytes");
+    r->stop_wait_us = obx_config_int(cfg, "shutdown.timeout.ms") * 1000;
     if (interval <= 0)
         return obx_error_set(err, OBX_ERR_CONFIG, true,
                              "postgres.status.interval.ms: must be positive");

@@ -43,6 +43,7 @@ struct obx_repl {
     long long backoff_ms;
     long long backoff_max_ms;
     long long wal_warn_bytes;
+    int64_t stop_wait_us; /* how long a stop waits for the open transaction (shutdown.timeout.ms) */
 
     /* Connections of the current session (NULL between sessions). */
     PGconn *conn; /* replication=database; CopyBoth while streaming */
@@ -54,9 +55,11 @@ struct obx_repl {
     /* The slot (publication) existed at some point of this run: never create it again. */
     bool slot_seen;
     bool publication_seen;
-    uint64_t start_lsn;    /* the slot's confirmed_flush_lsn when streaming started */
-    uint64_t received_lsn; /* highest position received (XLogData start, keepalive walEnd) */
-    uint64_t flushed_lsn;  /* highest flush position sent; never goes back */
+    uint64_t start_lsn;        /* the slot's confirmed_flush_lsn when streaming started */
+    uint64_t received_lsn;     /* highest position received (XLogData start, keepalive walEnd) */
+    uint64_t flushed_lsn;      /* highest flush position sent; never goes back */
+    bool in_txn;               /* between a Begin and its Commit in this session */
+    int64_t stopping_since_us; /* when a stop request inside a transaction was first seen */
     int64_t next_status_us;
     int64_t next_wal_check_us;
     uint64_t rng;

@@ -36,6 +36,28 @@ can_take(const struct obx_repl_handler *h)
     return h->can_take == NULL || h->can_take(h->ctx);
 }
 
+/* Whether a stop request takes effect now. It waits for a transaction boundary: the rest of an
+ * open transaction is read first (the server sends committed transactions whole), so its events
+ * are confirmed with it at the final status update and a restart sends none of them twice. After
+ * shutdown.timeout.ms it takes effect anyway: the transaction is then replayed whole after the
+ * restart (duplicates, never a loss). */
+static bool
+stopping(struct obx_repl *r, volatile sig_atomic_t *stop)
+{
+    int64_t now;
+
+    if (!*stop)
+        return false;
+    if (!r->in_txn)
+        return true;
+    now = obx_repl_now_us();
+    if (r->stopping_since_us == 0) {
+        r->stopping_since_us = now;
+        obx_log_info("repl", "stop requested inside a transaction: reading on to its commit");
+    }
+    return now - r->stopping_since_us >= r->stop_wait_us;
+}
+
 /* Status updates */
 
 static void
@@ -210,9 +232,11 @@ dispatch(struct obx_repl *r, const struct obx_repl_handler *h, const uint8_t *p,
     obx_error_clear(err);
     switch (m.tag) {
     case OBX_PGO_BEGIN:
+        r->in_txn = true;
         rc = h->on_begin != NULL ? h->on_begin(h->ctx, &m.u.begin, err) : 0;
         break;
     case OBX_PGO_COMMIT:
+        r->in_txn = false;
         rc = h->on_commit != NULL ? h->on_commit(h->ctx, &m.u.commit, err) : 0;
         break;
     case OBX_PGO_MESSAGE:
@@ -340,7 +364,7 @@ read_stream(struct obx_repl *r, const struct obx_repl_handler *h, volatile sig_a
         char *buf = NULL;
         int n, rc;
 
-        if (*stop || !can_take(h))
+        if (stopping(r, stop) || !can_take(h))
             return 0;
         n = PQgetCopyData(r->conn, &buf, 1);
         if (n == 0)
@@ -476,8 +500,10 @@ obx_repl_stream(struct obx_repl *r, const struct obx_repl_handler *h, volatile s
     r->next_status_us = obx_repl_now_us() + r->status_interval_us;
     r->next_wal_check_us = obx_repl_now_us();
     r->last_problem[0] = '\0';
+    r->in_txn = false;
+    r->stopping_since_us = 0;
     for (;;) {
-        if (*stop)
+        if (stopping(r, stop))
             return stop_stream(r, h, err);
         if ((rc = obx_repl_serve(h, err)) < 0)
             return rc;

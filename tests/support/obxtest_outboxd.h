@@ -30,10 +30,10 @@ struct obxt_stack {
 };
 
 struct obxt_stack_opts {
-    int nbrokers;                    /* 0: 3 */
-    const char *const *pg_settings;  /* postgresql.conf "name=value" list (NULL-terminated) */
-    const char *const *broker_args;  /* extra kafka-broker arguments (NULL-terminated) */
-    bool no_outbox_table;            /* do not run sql/outbox.sql */
+    int nbrokers;                   /* 0: 3 */
+    const char *const *pg_settings; /* postgresql.conf "name=value" list (NULL-terminated) */
+    const char *const *broker_args; /* extra kafka-broker arguments (NULL-terminated) */
+    bool no_outbox_table;           /* do not run sql/outbox.sql */
 };
 
 /* Unchecked fixture (tcase_add_unchecked_fixture): a directory for the logs of every stack the
@@ -55,6 +55,26 @@ const char *obxt_stack_bootstrap(const struct obxt_stack *s);
 
 /* Runs $OBX_SOURCE_ROOT/sql/<name> on the server; fails the test on an error. */
 void obxt_stack_sql_file(struct obxt_stack *s, const char *name);
+
+/* ---- records read back -------------------------------------------------------------------- */
+
+/* Reads topics (NULL-terminated) from the stack's broker until expect records came (30 s at
+ * most, then 500 ms more for extra records); fails the test, printing what came, unless exactly
+ * expect did. Free with obxt_records_free. */
+struct obxt_records *obxt_stack_consume_exactly(struct obxt_stack *s, const char *const topics[],
+                                                size_t expect);
+
+/* The first record (in obxt_records order) on topic with key key (a C string); fails the test,
+ * printing recs, when there is none. Points into recs. */
+const struct obxt_record *obxt_records_require(const struct obxt_records *recs, const char *topic,
+                                               const char *key);
+
+/* Fails the test unless rec has a header name whose value is value (a C string, compared with
+ * its length), or, for value NULL, a header name with a null value. */
+void obxt_record_assert_header(const struct obxt_record *rec, const char *name, const char *value);
+
+/* Wall-clock time in ms since the Unix epoch (record timestamps are on this clock). */
+long long obxt_wall_ms(void);
 
 /* ---- positions ------------------------------------------------------------------------------ */
 

@@ -1,0 +1,8 @@
+/* test_fault_kafka.c - placeholder, being written by the faults helper. */
+#include <stdlib.h>
+
+int
+main(void)
+{
+    return EXIT_SUCCESS;
+}

@@ -8,7 +8,7 @@ workload and every contender, prints the results and writes docs/benchmarks.md w
 Environment (defaults in brackets): BENCH_ROWS [200000] rows of the drain workloads,
 BENCH_REPEAT [3] runs of each drain contender (the median run is reported), BENCH_STEADY_S [30]
 seconds per steady rate, BENCH_IDLE_S [60] idle seconds, BENCH_BIG_ROWS [1000000] rows of the
-one big transaction, BENCH_LARGE_ROWS [2000] rows of the 64 KiB workload.
+one big transaction, BENCH_LARGE_ROWS [5000] rows of the 64 KiB workload.
 
 Only the Python standard library: PostgreSQL is reached through libpq with ctypes."""
 
@@ -51,7 +51,7 @@ REPEAT = env_int("BENCH_REPEAT", 3)
 STEADY_S = env_int("BENCH_STEADY_S", 30)
 IDLE_S = env_int("BENCH_IDLE_S", 60)
 BIG_ROWS = env_int("BENCH_BIG_ROWS", 1000000)
-LARGE_ROWS = env_int("BENCH_LARGE_ROWS", 2000)
+LARGE_ROWS = env_int("BENCH_LARGE_ROWS", 5000)
 RATES = [1000, 5000, 10000]
 
 
@@ -133,6 +133,20 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def threads_cpu_ns(pid):
+    """CPU time of each thread of pid, by thread name (summed), in ns (schedstat)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                comm = f.read().strip()
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                out[comm] = out.get(comm, 0) + int(f.read().split()[0])
+        except OSError:
+            pass
+    return out
+
+
 def status_kb(pid, key):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -174,6 +188,35 @@ class Supervisor:
                 self.p.kill()
                 self.p.wait()
         self.err.close()
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+CHILDREN = []  # every process the benchmark starts, stopped by stop_children()
+
+
+def die_with_parent():
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def spawn(argv, **kw):
+    """subprocess.Popen that is SIGTERMed when the benchmark dies and stopped at its end."""
+    p = subprocess.Popen(argv, preexec_fn=die_with_parent, **kw)
+    CHILDREN.append(p)
+    return p
+
+
+def stop_children():
+    for p in CHILDREN:
+        if p.returncode is None and p.poll() is None:
+            p.terminate()
+    for p in CHILDREN:
+        if p.returncode is None:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def wait_for_line(path, text, proc, timeout=30):
@@ -282,6 +325,7 @@ class Bench:
         )
 
     def stop(self):
+        stop_children()
         if self.db is not None:
             self.db.close()
         for s in (self.broker, self.pg):
@@ -391,7 +435,7 @@ class Bench:
         ]
         self.busy0 = cpu_busy()
         t0 = now()
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        p = spawn(argv, stdin=subprocess.DEVNULL)
         ws_pid, ws_cpu, ru = None, None, None
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -458,7 +502,7 @@ class Bench:
         for kv in extra:
             argv += ["-X", kv]
         with open(logpath, "w") as errf:
-            p = subprocess.Popen(
+            p = spawn(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf, env=env
             )
         p.logpath, p.summary = logpath, summary
@@ -550,7 +594,7 @@ class Bench:
         self.busy0 = cpu_busy()
         t0 = now()
         procs = [
-            subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             for _ in range(workers)
         ]
         backends, done, t1 = {}, {}, None
@@ -636,7 +680,7 @@ class Bench:
         recv_path = os.path.join(self.work, "recv.txt")
         p = self.spawn_outboxd(slot, "steady", acks=acks_path)
         wait_for_line(p.logpath, "streaming from", p)
-        cons = subprocess.Popen(
+        cons = spawn(
             [
                 os.path.join(self.tools, "bench-latcons"),
                 "-b",
@@ -709,6 +753,7 @@ class Bench:
             capture_output=True,
             text=True,
             check=True,
+            preexec_fn=die_with_parent,
         )
         return out.stdout.strip()
 
@@ -732,6 +777,7 @@ class Bench:
             ns = [n for n in commits if lo <= n < hi]
             lat_ack = [(acks[n] - commits[n]) / 1000.0 for n in ns if n in acks]
             lat_recv = [(recv[n] - commits[n]) / 1000.0 for n in ns if n in recv]
+            self.timeline(ph, ns, commits, acks)
             ph["events"] = len(ns)
             ph["missing_acks"] = len(ns) - len(lat_ack)
             ph["missing_recv"] = len(ns) - len(lat_recv)
@@ -749,6 +795,22 @@ class Bench:
                         f.write("%.3f %.6f\n" % (v[i], (i + 1) / len(v)))
                     if v:
                         f.write("%.3f 1.0\n" % v[-1])
+
+    def timeline(self, ph, ns, commits, acks):
+        """Per second of the phase: p50, p99 and max of commit -> ack (results/timeline-R.dat)."""
+        if not ns:
+            return
+        t0 = min(commits[n] for n in ns)
+        buckets = {}
+        for n in ns:
+            if n in acks:
+                buckets.setdefault((commits[n] - t0) // 1000000, []).append(
+                    (acks[n] - commits[n]) / 1000.0
+                )
+        with open(os.path.join(self.results, "timeline-%d.dat" % ph["rate"]), "w") as f:
+            for sec in sorted(buckets):
+                v = buckets[sec]
+                f.write("%d %.3f %.3f %.3f\n" % (sec, pct(v, 50), pct(v, 99), max(v)))
 
     def big_transaction(self):
         log("big: one transaction of %d rows" % BIG_ROWS)
@@ -810,13 +872,15 @@ class Bench:
         p = self.spawn_outboxd(slot, "idle")
         wait_for_line(p.logpath, "streaming from", p)
         time.sleep(1)
-        c0, t0, m0 = cpu_s(p.pid), now(), cpu_busy()
+        c0, t0, m0, th0 = cpu_s(p.pid), now(), cpu_busy(), threads_cpu_ns(p.pid)
         time.sleep(IDLE_S)
-        c1, t1, m1 = cpu_s(p.pid), now(), cpu_busy()
+        c1, t1, m1, th1 = cpu_s(p.pid), now(), cpu_busy(), threads_cpu_ns(p.pid)
+        threads_ms = {k: (th1[k] - th0.get(k, 0)) / 1e6 for k in th1}
         self.res["idle"] = {
             "seconds": t1 - t0,
             "cpu_s": c1 - c0,
             "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+            "threads_cpu_ms": threads_ms,
             "rss_kb": status_kb(p.pid, "VmRSS"),
             "hwm_kb": status_kb(p.pid, "VmHWM"),
             "machine_busy_pct": busy_pct(m0, m1),
@@ -854,6 +918,7 @@ class Bench:
 
 
 def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs the cleanup in finally
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     ap.add_argument("--build", required=True)

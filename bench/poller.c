@@ -110,9 +110,12 @@ static rd_kafka_t *
 producer_new(struct poller *p, const struct poller_opts *o)
 {
     static const char *const defaults[][2] = {
-        {"client.id", "bench-poller"}, {"enable.idempotence", "true"},
-        {"acks", "all"},               {"partitioner", "murmur2_random"},
-        {"linger.ms", "5"},            {"queue.buffering.max.kbytes", "65536"},
+        {"client.id", "bench-poller"},
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"partitioner", "murmur2_random"},
+        {"linger.ms", "5"},
+        {"queue.buffering.max.kbytes", "65536"},
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512];

@@ -54,5 +54,5 @@ ninja -C "$tools" -j2 >/dev/null
 
 say "running the benchmark (about 10 minutes)"
 mkdir -p "$results"
-PYTHONPATH="$root/bench" python3 bench/bench.py --root "$root" --build "$build" \
+PYTHONPATH="$root/bench" python3 -B bench/bench.py --root "$root" --build "$build" \
     --tools "$tools" --results "$results"

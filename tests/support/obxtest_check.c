@@ -69,6 +69,17 @@ obxt_workload_setup(struct obxt_pg *pg, int nkeys)
     obxt_pg_exec(pg, workload_sql, nkeys);
 }
 
+struct obxt_stack *
+obxt_workload_stack(const char *const pg_settings[], int nkeys)
+{
+    static const char *const broker_args[] = {"--topic", OBXT_FAULT_TOPIC ":8", NULL};
+    struct obxt_stack_opts opts = {.broker_args = broker_args, .pg_settings = pg_settings};
+    struct obxt_stack *s = obxt_stack_start(&opts);
+
+    obxt_workload_setup(s->pg, nkeys);
+    return s;
+}
+
 struct obxt_writer {
     pthread_t thread;
     char *conninfo;
@@ -226,39 +237,162 @@ obxt_writer_finish(struct obxt_writer *w)
 
 /* ---- Kafka positions ------------------------------------------------------------------------ */
 
-void
-obxt_check_watermarks(const char *bootstrap, const char *topic, int64_t hw[], int max, int *nparts)
-{
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+struct obxt_hw {
     rd_kafka_t *rk;
-    rd_kafka_topic_t *rkt;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e;
+    char *bootstrap;
+    char *topic;
+    int nparts;
+    int32_t *ids;
+};
 
+struct obxt_hw *
+obxt_hw_new(const char *bootstrap, const char *topic)
+{
+    struct obxt_hw *hw = calloc(1, sizeof(*hw));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt;
+    rd_kafka_resp_err_t e;
+    char errstr[512];
+
+    ck_assert_msg(hw != NULL, "out of memory");
     ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof(errstr)) ==
               RD_KAFKA_CONF_OK);
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    ck_assert_msg(rk != NULL, "watermarks: %s", errstr);
-    rkt = rd_kafka_topic_new(rk, topic, NULL);
-    e = rd_kafka_metadata(rk, 0, rkt, &md, WATERMARK_TIMEOUT_MS);
+    hw->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(hw->rk != NULL, "watermarks: %s", errstr);
+    hw->bootstrap = strdup(bootstrap);
+    hw->topic = strdup(topic);
+    rkt = rd_kafka_topic_new(hw->rk, topic, NULL);
+    e = rd_kafka_metadata(hw->rk, 0, rkt, &md, WATERMARK_TIMEOUT_MS);
     ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
                       md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR,
                   "metadata of %s: %s", topic, rd_kafka_err2str(e != 0 ? e : md->topics[0].err));
-    *nparts = md->topics[0].partition_cnt;
-    ck_assert_msg(*nparts <= max, "%s has %d partitions (at most %d)", topic, *nparts, max);
-    for (int p = 0; p < *nparts; p++) {
-        int64_t lo, hi;
-
-        e = rd_kafka_query_watermark_offsets(rk, topic, md->topics[0].partitions[p].id, &lo, &hi,
-                                             WATERMARK_TIMEOUT_MS);
-        ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks of %s [%d]: %s", topic, p,
-                      rd_kafka_err2str(e));
-        hw[md->topics[0].partitions[p].id] = hi;
-    }
+    hw->nparts = md->topics[0].partition_cnt;
+    hw->ids = calloc((size_t)hw->nparts + 1, sizeof(*hw->ids));
+    ck_assert_msg(hw->ids != NULL && hw->topic != NULL && hw->bootstrap != NULL, "no memory");
+    for (int p = 0; p < hw->nparts; p++)
+        hw->ids[p] = md->topics[0].partitions[p].id;
     rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
+    return hw;
+}
+
+int64_t
+obxt_hw_total(struct obxt_hw *hw, int64_t per[])
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(hw->nparts);
+    rd_kafka_resp_err_t e;
+    int64_t total = 0;
+
+    /* one ListOffsets request per leader, in parallel: "timestamp" OFFSET_END asks for the end */
+    for (int p = 0; p < hw->nparts; p++)
+        rd_kafka_topic_partition_list_add(parts, hw->topic, hw->ids[p])->offset =
+            RD_KAFKA_OFFSET_END;
+    e = rd_kafka_offsets_for_times(hw->rk, parts, WATERMARK_TIMEOUT_MS);
+    ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR, "end offsets of %s: %s", hw->topic,
+                  rd_kafka_err2str(e));
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+
+        ck_assert_msg(tp->err == RD_KAFKA_RESP_ERR_NO_ERROR && tp->offset >= 0,
+                      "end offset of %s [%d]: %s", hw->topic, tp->partition,
+                      rd_kafka_err2str(tp->err));
+        if (per != NULL)
+            per[tp->partition] = tp->offset;
+        total += tp->offset;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return total;
+}
+
+int
+obxt_hw_partitions(const struct obxt_hw *hw)
+{
+    return hw->nparts;
+}
+
+/* A consumer (no group) for one read. */
+static rd_kafka_t *
+hw_consumer(const struct obxt_hw *hw)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512];
+    rd_kafka_t *rk;
+
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", hw->bootstrap, errstr, sizeof(errstr)) ==
+              RD_KAFKA_CONF_OK);
+    ck_assert(rd_kafka_conf_set(conf, "group.id", "obxt-hw", errstr, sizeof(errstr)) ==
+              RD_KAFKA_CONF_OK);
+    ck_assert(rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) ==
+              RD_KAFKA_CONF_OK);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(rk != NULL, "consumer: %s", errstr);
+    return rk;
+}
+
+/* The value of header name in m, malloc'd, or NULL. */
+static char *
+message_header(const rd_kafka_message_t *m, const char *name)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *value;
+    size_t size;
+    char *out;
+
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        value == NULL)
+        return NULL;
+    out = strndup(value, size);
+    ck_assert_msg(out != NULL, "out of memory");
+    return out;
+}
+
+char *
+obxt_hw_last_header(struct obxt_hw *hw, int partition, const char *name)
+{
+    int64_t lo, hi;
+    rd_kafka_t *rk;
+    rd_kafka_topic_partition_list_t *parts;
+    long long deadline = obxt_proc_now_ms() + WATERMARK_TIMEOUT_MS;
+    char *value = NULL;
+    bool got = false;
+
+    ck_assert(rd_kafka_query_watermark_offsets(hw->rk, hw->topic, partition, &lo, &hi,
+                                               WATERMARK_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    if (hi <= lo)
+        return NULL;
+    rk = hw_consumer(hw);
+    parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, hw->topic, partition)->offset = hi - 1;
+    ck_assert(rd_kafka_assign(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(parts);
+    while (!got && obxt_proc_now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+
+        if (m != NULL && m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            value = message_header(m, name);
+            got = true;
+        }
+        if (m != NULL)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    ck_assert_msg(got, "could not read the last record of %s [%d]", hw->topic, partition);
+    return value;
+}
+
+void
+obxt_hw_free(struct obxt_hw *hw)
+{
+    if (hw == NULL)
+        return;
+    rd_kafka_destroy(hw->rk);
+    free(hw->ids);
+    free(hw->topic);
+    free(hw->bootstrap);
+    free(hw);
 }
 
 uint64_t
@@ -482,6 +616,19 @@ obxt_check_fault(struct obxt_check *c, struct obxt_stack *s, const char *what, b
     return c->nfaults++;
 }
 
+void
+obxt_check_fault_wal(struct obxt_check *c, int fault, struct obxt_stack *s)
+{
+    struct fault *f;
+
+    ck_assert_int_lt(fault, c->nfaults);
+    f = &c->faults[fault];
+    free(f->wal_text);
+    f->wal_text = obxt_stack_wal_lsn(s);
+    f->wal = obxt_check_lsn(f->wal_text);
+    fprintf(stderr, "%s: fault %d (%s): wal %s after it\n", c->name, fault, f->what, f->wal_text);
+}
+
 double
 obxt_check_recovered(struct obxt_check *c, int fault, struct obxt_stack *s, int timeout_ms)
 {
@@ -515,6 +662,12 @@ obxt_check_rss(struct obxt_check *c, pid_t pid)
     if (kb > c->peak_rss_kb)
         c->peak_rss_kb = kb;
     return kb;
+}
+
+long
+obxt_check_peak_rss(const struct obxt_check *c)
+{
+    return c->peak_rss_kb;
 }
 
 void
@@ -645,42 +798,38 @@ scan_records(struct obxt_check *c, const struct obxt_records *recs, const char *
     return order;
 }
 
-/* The figures line. */
-static void
-print_figures(const struct obxt_check *c)
+void
+obxt_check_print(const struct obxt_check *c)
 {
-    char line[FIGURES_MAX * 2], *p = line;
-    size_t left = sizeof(line);
-    int n;
+    char *line = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&line, &len);
 
-    n = snprintf(p, left,
-                 "FIGURES %s: events %zu records %zu delivered %zu missing %zu "
-                 "duplicates %zu",
-                 c->name, c->fig.events, c->fig.records, c->fig.delivered, c->fig.missing,
-                 c->fig.duplicates);
-    p += n, left -= (size_t)n;
-    if (c->fig.dup_bound >= 0)
-        n = snprintf(p, left, " (bound %lld)", c->fig.dup_bound);
-    else
-        n = snprintf(p, left, " (bound unknown)");
-    p += n, left -= (size_t)n;
-    n = snprintf(p, left, " reordered %zu unknown %zu", c->fig.reordered, c->fig.unknown);
-    p += n, left -= (size_t)n;
-    for (int f = 0; f < c->nfaults && left > 64; f++) {
-        if (c->faults[f].recover_s >= 0)
-            n = snprintf(p, left, " recover[%s] %.2f s", c->faults[f].what, c->faults[f].recover_s);
+    ck_assert_msg(f != NULL, "out of memory");
+    fprintf(f, "FIGURES %s:", c->name);
+    if (c->ran) {
+        fprintf(f, " events %zu records %zu delivered %zu missing %zu duplicates %zu",
+                c->fig.events, c->fig.records, c->fig.delivered, c->fig.missing, c->fig.duplicates);
+        if (c->fig.dup_bound >= 0)
+            fprintf(f, " (bound %lld)", c->fig.dup_bound);
         else
-            n = snprintf(p, left, " fault[%s]", c->faults[f].what);
-        p += n, left -= (size_t)n;
+            fprintf(f, " (bound unknown)");
+        fprintf(f, " reordered %zu unknown %zu", c->fig.reordered, c->fig.unknown);
     }
-    if (c->peak_rss_kb > 0 && left > 32) {
-        n = snprintf(p, left, " peak_rss %.1f MiB", (double)c->peak_rss_kb / 1024.0);
-        p += n, left -= (size_t)n;
+    for (int i = 0; i < c->nfaults; i++) {
+        if (c->faults[i].recover_s >= 0)
+            fprintf(f, " recover[%s] %.2f s", c->faults[i].what, c->faults[i].recover_s);
+        else
+            fprintf(f, " fault[%s]", c->faults[i].what);
     }
-    snprintf(p, left, "%s", c->extra);
+    if (c->peak_rss_kb > 0)
+        fprintf(f, " peak_rss %.1f MiB", (double)c->peak_rss_kb / 1024.0);
+    fprintf(f, "%s", c->extra);
+    ck_assert_msg(fclose(f) == 0, "out of memory");
     printf("%s\n", line);
     fflush(stdout);
     fprintf(stderr, "%s\n", line);
+    free(line);
 }
 
 const struct obxt_check_figures *
@@ -710,7 +859,6 @@ obxt_check_run(struct obxt_check *c, const struct obxt_records *recs, const char
     free(order);
     c->fig.dup_bound = duplicate_bound(c);
     c->ran = true;
-    print_figures(c);
     return &c->fig;
 }
 
@@ -720,6 +868,7 @@ obxt_check_assert(struct obxt_check *c, unsigned flags)
     const struct obxt_check_figures *f = &c->fig;
 
     ck_assert_msg(c->ran, "obxt_check_assert before obxt_check_run");
+    obxt_check_print(c);
     ck_assert_msg(f->events > 0, "%s: no committed events to check", c->name);
     ck_assert_msg(f->missing == 0, "%s: %zu of %zu committed events lost:%s", c->name, f->missing,
                   f->events, c->problems);

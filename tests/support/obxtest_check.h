@@ -40,6 +40,11 @@ struct obxt_stack;
  * Every event goes to public.outbox with aggregatetype 'fault' (topic OBXT_FAULT_TOPIC). */
 void obxt_workload_setup(struct obxt_pg *pg, int nkeys);
 
+/* A stack for fault tests: obxt_stack_start (3 brokers) with OBXT_FAULT_TOPIC created up front
+ * with 8 partitions (the mock broker keeps 5 MB per partition), pg_settings (NULL-terminated, or
+ * NULL) for the server, and the workload set up with nkeys keys. Stop with obxt_stack_stop. */
+struct obxt_stack *obxt_workload_stack(const char *const pg_settings[], int nkeys);
+
 struct obxt_writer_opts {
     long long events; /* how many events to commit */
     int per_txn;      /* events per transaction (0: 10) */
@@ -69,11 +74,24 @@ long long obxt_writer_finish(struct obxt_writer *w);
 
 /* ---- Kafka positions ------------------------------------------------------------------------ */
 
-/* High watermarks of topic's partitions (*nparts of them, at most max) into hw[]: the number of
- * records ever appended to each, also when the broker dropped old ones. Fails the test when the
- * topic cannot be read. */
-void obxt_check_watermarks(const char *bootstrap, const char *topic, int64_t hw[], int max,
-                           int *nparts);
+/* A watch on a topic's high watermarks: the number of records ever appended to each partition,
+ * also when the broker dropped old ones. Free with obxt_hw_free. */
+struct obxt_hw;
+
+/* Fails the test when the topic's metadata cannot be read (it must exist). */
+struct obxt_hw *obxt_hw_new(const char *bootstrap, const char *topic);
+
+/* Sum of the high watermarks now; per[] (NULL, or room for every partition) gets each one. */
+int64_t obxt_hw_total(struct obxt_hw *hw, int64_t per[]);
+
+/* Partitions of the topic. */
+int obxt_hw_partitions(const struct obxt_hw *hw);
+
+/* Value of header name of the last record of partition (malloc'd), NULL when the partition is
+ * empty or the record lacks it. Fails the test when the record cannot be read. */
+char *obxt_hw_last_header(struct obxt_hw *hw, int partition, const char *name);
+
+void obxt_hw_free(struct obxt_hw *hw);
 
 /* "X/Y" to a number; fails the test on anything else. */
 uint64_t obxt_check_lsn(const char *text);
@@ -109,11 +127,16 @@ size_t obxt_check_expect_written(struct obxt_check *c, struct obxt_pg *pg);
 /* Records a fault now: the time, the slot's confirmed_flush_lsn and pg_current_wal_lsn(). Call it
  * when the slot no longer moves and before anything can be replayed (outboxd killed, not yet
  * restarted): then the events committed in between are the most that can come twice, and
- * bound_known adds them to the duplicate bound. With bound_known false (the slot may have moved
- * back, as after a server crash, or a restart is racing) the fault only times the recovery and
- * the bound becomes unknown. Returns the fault's index. */
+ * bound_known adds them to the duplicate bound. With bound_known false (the slot may move back,
+ * as after a server restart on PostgreSQL < 17, which saves confirmed_flush_lsn only when the
+ * slot is dirty) the fault only times the recovery and the bound becomes unknown. Returns the
+ * fault's index. */
 int obxt_check_fault(struct obxt_check *c, struct obxt_stack *s, const char *what,
                      bool bound_known);
+
+/* Samples pg_current_wal_lsn() again for fault: for faults whose confirmed position must be read
+ * before the fault (the old session may still confirm) and whose WAL position after it. */
+void obxt_check_fault_wal(struct obxt_check *c, int fault, struct obxt_stack *s);
 
 /* Waits until the slot confirmed everything written before fault (its pg_current_wal_lsn), and
  * keeps the seconds since the fault as its recovery time. Fails the test after timeout_ms.
@@ -124,14 +147,17 @@ double obxt_check_recovered(struct obxt_check *c, int fault, struct obxt_stack *
  * the sample in kB (0 when pid is gone). */
 long obxt_check_rss(struct obxt_check *c, pid_t pid);
 
+/* The highest VmHWM obxt_check_rss saw, in kB (0: none). */
+long obxt_check_peak_rss(const struct obxt_check *c);
+
 /* Adds "name value" to the figures line (e.g. "lag_bytes 12345"). */
 void obxt_check_figure(struct obxt_check *c, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Checks the records of topic (NULL: every record) in recs against the committed events and
- * prints the figures line on stdout (and stderr). The records' "id" header names the event; an
- * "outbox.lsn" header (outbox.headers.source = true) gives the commit LSN the duplicate bound
- * needs. Returns the figures (valid until c is freed). Asserts nothing. */
+/* Checks the records of topic (NULL: every record) in recs against the committed events. The
+ * records' "id" header names the event; an "outbox.lsn" header (outbox.headers.source = true)
+ * gives the commit LSN the duplicate bound needs. Returns the figures (valid until c is freed).
+ * Asserts and prints nothing: obxt_check_assert does. */
 const struct obxt_check_figures *obxt_check_run(struct obxt_check *c,
                                                 const struct obxt_records *recs, const char *topic);
 
@@ -141,14 +167,19 @@ const struct obxt_check_figures *obxt_check_run(struct obxt_check *c,
 const struct obxt_check_figures *obxt_check_stack(struct obxt_check *c, struct obxt_stack *s,
                                                   int timeout_ms);
 
+/* Prints the figures line on stdout (and stderr): "FIGURES <name>:", the record figures of the
+ * last obxt_check_run (if any), recovery seconds per fault, peak RSS, added figures. */
+void obxt_check_print(const struct obxt_check *c);
+
 /* obxt_check_assert flags */
 enum {
     OBXT_CHECK_NO_DUPLICATES = 1 << 0, /* an orderly stop: not one duplicate */
 };
 
-/* Fails the test unless the last obxt_check_run found no loss, no reordering, no unknown
- * record, and duplicates within the bound (none with OBXT_CHECK_NO_DUPLICATES). The message
- * names the first missing / reordered events. */
+/* Prints the figures line (obxt_check_print), then fails the test unless the last
+ * obxt_check_run found no loss, no reordering, no unknown record, and duplicates within the
+ * bound (none with OBXT_CHECK_NO_DUPLICATES). The message names the first missing / reordered
+ * events. Add figures (obxt_check_figure) before. */
 void obxt_check_assert(struct obxt_check *c, unsigned flags);
 
 #endif

@@ -479,7 +479,8 @@ class Bench:
     def spawn_outboxd(self, slot, name, acks=None, extra=()):
         logpath = os.path.join(self.work, name + ".log")
         summary = os.path.join(self.work, name + ".acks-summary")
-        env = dict(os.environ)
+        # default settings: no OUTBOXD_* variable of the caller's environment applies
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
         env["LD_PRELOAD"] = os.path.join(self.tools, "ackspy.so")
         env["ACKSPY_SUMMARY"] = summary
         if acks:
@@ -893,8 +894,8 @@ class Bench:
         t0 = now()
         self.start()
         try:
-            self.drain("drain1", "200,000 events as 1-row transactions", 1, ROWS)
-            self.drain("drain100", "200,000 events as 100-row transactions", 100, ROWS)
+            self.drain("drain1", "{:,} events as 1-row transactions".format(ROWS), 1, ROWS)
+            self.drain("drain100", "{:,} events as 100-row transactions".format(ROWS), 100, ROWS)
             self.drain(
                 "large",
                 "%d events of 64 KiB, 1-row transactions" % LARGE_ROWS,

@@ -96,7 +96,7 @@ static const struct key_def keys[] = {
     {.name = "log.format", .type = KEY_ENUM, .def = "text", .allowed = "text|json",
      .desc = "log line format on stderr: text or one JSON object per line"},
     {.name = "shutdown.timeout.ms", .type = KEY_INT, .def = "30000", .min = 0, .max = 3600000,
-     .desc = "how long SIGTERM waits for Kafka to acknowledge in-flight records"},
+     .desc = "how long SIGTERM waits for the open transaction to be read and for Kafka to acknowledge it"},
 };
 /* clang-format on */
 

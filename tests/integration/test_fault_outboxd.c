@@ -1,7 +1,8 @@
 /* test_fault_outboxd.c - the fault suite, outboxd's own faults: kill -9 with produces in flight
  * (twice, during a stream), kill -9 inside the delivery of one big transaction, SIGTERM and
  * restart without a duplicate, a hot standby on the same slot taking over after kill -9, and a
- * huge transaction delivered whole with bounded memory and confirmed only at its end.
+ * huge transaction delivered whole with bounded memory and confirmed only at its end; first, the
+ * checker itself on made-up records.
  *
  * Each test starts its own stack (PostgreSQL, a 3-broker mock cluster, outboxd runs), writes
  * events with the obxtest_check workload (each outbox insert recorded in `written` in the same
@@ -63,6 +64,62 @@ writer_start(struct obxt_stack *s, long long events, int per_txn, int rate)
 
     return obxt_writer_start(obxt_pg_conninfo(s->pg), &wo);
 }
+
+/* A record of OBXT_FAULT_TOPIC partition 0 with an id header, appended to recs. */
+static void
+add_record(struct obxt_records *recs, const char *id, const char *key)
+{
+    struct obxt_record *rec;
+
+    recs->recs = realloc(recs->recs, (recs->count + 1) * sizeof(*recs->recs));
+    ck_assert(recs->recs != NULL);
+    rec = &recs->recs[recs->count];
+    memset(rec, 0, sizeof(*rec));
+    rec->topic = strdup(OBXT_FAULT_TOPIC);
+    rec->offset = (int64_t)recs->count++;
+    rec->key = strdup(key);
+    rec->key_len = strlen(key);
+    rec->headers = calloc(1, sizeof(*rec->headers));
+    ck_assert(rec->topic != NULL && rec->key != NULL && rec->headers != NULL);
+    rec->headers[0].name = strdup("id");
+    rec->headers[0].value = strdup(id);
+    rec->headers[0].value_len = strlen(id);
+    rec->header_count = 1;
+}
+
+/* The checker itself, on made-up records: it must see a lost event, a duplicate, an event that
+ * came after a later one of its key, and a record that is no committed event. */
+START_TEST(checker__finds_loss_duplicates_reordering)
+{
+    struct obxt_check *c = obxt_check_new("checker_self_test");
+    struct obxt_records *recs = calloc(1, sizeof(*recs));
+    const struct obxt_check_figures *f;
+
+    ck_assert(recs != NULL);
+    obxt_check_expect(c, "a1", "a", 1);
+    obxt_check_expect(c, "a2", "a", 2);
+    obxt_check_expect(c, "a3", "a", 3);
+    obxt_check_expect(c, "a4", "a", 4);
+    obxt_check_expect(c, "b1", "b", 1);
+    add_record(recs, "a1", "a");
+    add_record(recs, "a2", "a");
+    add_record(recs, "a4", "a");
+    add_record(recs, "a2", "a"); /* a duplicate, not a reordering */
+    add_record(recs, "a3", "a"); /* after a4 */
+    add_record(recs, "zz", "a"); /* unknown; b1 is missing */
+    f = obxt_check_run(c, recs, OBXT_FAULT_TOPIC);
+    ck_assert_uint_eq(f->events, 5);
+    ck_assert_uint_eq(f->records, 6);
+    ck_assert_uint_eq(f->delivered, 4);
+    ck_assert_uint_eq(f->missing, 1);
+    ck_assert_uint_eq(f->duplicates, 1);
+    ck_assert_uint_eq(f->reordered, 1);
+    ck_assert_uint_eq(f->unknown, 1);
+    ck_assert_int_eq(f->dup_bound, 0); /* no fault recorded: none allowed */
+    obxt_records_free(recs);
+    obxt_check_free(c);
+}
+END_TEST
 
 /* 1. kill -9 twice during a stream of 20,000 events, with produces in flight (each broker
  * answers after 50 ms, so acknowledgements always trail the stream); outboxd restarted each
@@ -356,6 +413,7 @@ fault_outboxd_suite(void)
 {
     Suite *s = suite_create("fault_outboxd");
 
+    add_case(s, "checker", checker__finds_loss_duplicates_reordering);
     add_case(s, "kill9_twice", kill9__twice_during_stream);
     add_case(s, "kill9_big_txn", kill9__inside_big_transaction);
     add_case(s, "sigterm", sigterm__restart_without_duplicates);

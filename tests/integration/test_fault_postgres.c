@@ -116,8 +116,8 @@ START_TEST(terminate_walsender__mid_stream)
 END_TEST
 
 /* Waits for o to exit and checks it failed (non-zero) with a message that contains each of the
- * NULL-terminated strings. */
-static void
+ * NULL-terminated strings. Returns the exit code. */
+static int
 expect_fatal(struct obxt_outboxd *o, const char *const needles[])
 {
     int code = obxt_outboxd_wait_exit(o, EXIT_TIMEOUT_MS);
@@ -131,6 +131,7 @@ expect_fatal(struct obxt_outboxd *o, const char *const needles[])
         ck_assert_msg(obxt_proc_log_contains(obxt_outboxd_log(o), needles[i]),
                       "the log does not say \"%s\"", needles[i]);
     }
+    return code;
 }
 
 /* Terminates the slot's walsender and drops the slot before outboxd reconnects (it retries
@@ -172,14 +173,21 @@ START_TEST(slot_dropped__fatal_not_recreated)
                                           "does not recreate it", "recreate the slot by hand",
                                           NULL};
     struct obxt_stack *s = obxt_workload_stack(NULL, NKEYS);
+    struct obxt_check *c = obxt_check_new("slot_dropped");
     struct obxt_outboxd *o = obxt_outboxd_start_streaming(s, NULL);
+    long long t0;
 
     obxt_pg_exec(s->pg, "SELECT obxt_write(0, 100, %d, 0)", NKEYS);
     drop_active_slot(s);
+    t0 = obxt_proc_now_ms();
     obxt_pg_exec(s->pg, "SELECT obxt_write(100, 100, %d, 0)", NKEYS);
-    expect_fatal(o, needles);
+    obxt_check_figure(c, "exit_code", "%d", expect_fatal(o, needles));
+    obxt_check_figure(c, "seconds_to_exit", "%.2f", (double)(obxt_proc_now_ms() - t0) / 1000.0);
+    obxt_check_figure(c, "slots_after", "%lld", slot_count(s));
+    obxt_check_print(c);
     ck_assert_int_eq(slot_count(s), 0);
     obxt_outboxd_free(o);
+    obxt_check_free(c);
     obxt_stack_stop(s);
 }
 END_TEST
@@ -204,6 +212,7 @@ START_TEST(slot_invalidated__fatal_not_recreated)
     static const char *const needles[] = {"replication slot \"" OBXT_SLOT "\" is invalidated",
                                           "re-sync the outbox", "recreate the slot by hand", NULL};
     struct obxt_stack *s = obxt_workload_stack(settings, NKEYS);
+    struct obxt_check *c = obxt_check_new("slot_invalidated");
     struct obxt_outboxd *o =
         obxt_outboxd_start_streaming(s, "kafka.queue.buffering.max.messages=100", NULL);
     char *status;
@@ -221,19 +230,21 @@ START_TEST(slot_invalidated__fatal_not_recreated)
     ck_assert_msg(status != NULL && strcmp(status, "lost") == 0,
                   "the slot was not invalidated (wal_status %s)", status ? status : "NULL");
     free(status);
-    expect_fatal(o, needles);
+    obxt_check_figure(c, "exit_code", "%d", expect_fatal(o, needles));
     obxt_outboxd_free(o);
     ck_assert_int_eq(obxt_broker_cmd(s->broker, "up all"), 0);
     /* started again: the same refusal, and the slot is still the invalidated one */
     o = obxt_outboxd_start(s, NULL);
-    expect_fatal(o, needles);
+    obxt_check_figure(c, "exit_code_on_restart", "%d", expect_fatal(o, needles));
     obxt_outboxd_free(o);
+    obxt_check_print(c);
     status = obxt_pg_query_value(s->pg,
                                  "SELECT wal_status FROM pg_replication_slots "
                                  "WHERE slot_name = '%s'",
                                  OBXT_SLOT);
     ck_assert_msg(status != NULL && strcmp(status, "lost") == 0, "the slot was recreated");
     free(status);
+    obxt_check_free(c);
     obxt_stack_stop(s);
 }
 END_TEST

@@ -270,7 +270,7 @@ static int
 check_publication(struct obx_repl *r, struct obx_error *err)
 {
     char pub[NAME_BUF] = "";
-    bool exists, inserts;
+    bool exists = false, inserts = false;
     int rc;
 
     if ((rc = lookup_publication(r, &exists, &inserts, err)) < 0)

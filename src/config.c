@@ -1196,6 +1196,35 @@ validate_tables(const struct obx_config *cfg, struct obx_error *err)
     return 0;
 }
 
+int
+obx_config_tables(const struct obx_config *cfg, struct obx_table_name **out, size_t *n,
+                  struct obx_error *err)
+{
+    const char *list = get_text(cfg, "postgres.tables"), *scan = list;
+    char entry[300];
+    struct obx_table_name *t;
+    size_t count = 0;
+    int rc = validate_tables(cfg, err);
+
+    if (rc != 0)
+        return rc;
+    while (next_entry(&scan, entry, sizeof(entry)))
+        count++;
+    t = calloc(count, sizeof(*t));
+    if (t == NULL)
+        return obx_error_set(err, OBX_ERR_NOMEM, true, "out of memory");
+    *n = 0;
+    while (next_entry(&list, entry, sizeof(entry))) {
+        const char *dot = strchr(entry, '.'); /* validate_tables checked both halves */
+
+        memcpy(t[*n].nspname, entry, (size_t)(dot - entry));
+        memcpy(t[*n].relname, dot + 1, strlen(dot + 1));
+        (*n)++;
+    }
+    *out = t;
+    return 0;
+}
+
 #define ROUTED_BY_VALUE "${routedByValue}"
 
 static int

@@ -83,11 +83,6 @@ struct placement {
     char *name; /* header or envelope member name; NULL for the partition */
 };
 
-struct table_name {
-    char *nspname;
-    char *relname;
-};
-
 /* The scratch buffer: grows, never shrinks, emptied at every routing call. */
 struct sbuf {
     char *p;
@@ -163,7 +158,7 @@ struct obx_outbox {
     struct placement placements[MAX_PLACEMENTS];
     size_t nplacements;
     bool envelope; /* any envelope placement */
-    struct table_name *tables;
+    struct obx_table_name *tables;
     size_t ntables;
     bool source_headers;
     char *message_prefix;
@@ -963,33 +958,6 @@ parse_placements(struct obx_outbox *ob, const char *list, struct obx_error *err)
 }
 
 static int
-parse_tables(struct obx_outbox *ob, const char *list, struct obx_error *err)
-{
-    const char *s, *scan = list;
-    size_t n, count = 0;
-
-    while (next_entry(&scan, &s, &n))
-        count++;
-    ob->tables = calloc(count + 1, sizeof(*ob->tables));
-    if (ob->tables == NULL)
-        return obx_error_set(err, OBX_ERR_NOMEM, true, "out of memory");
-    while (next_entry(&list, &s, &n)) {
-        const char *dot = memchr(s, '.', n);
-        struct table_name *t = &ob->tables[ob->ntables];
-
-        if (dot == NULL || dot == s || dot == s + n - 1)
-            return config_error(err, "postgres.tables: expected schema.table, got \"%.*s\"", (int)n,
-                                s);
-        t->nspname = strndup(s, (size_t)(dot - s));
-        t->relname = strndup(dot + 1, (size_t)(s + n - dot - 1));
-        ob->ntables++;
-        if (t->nspname == NULL || t->relname == NULL)
-            return obx_error_set(err, OBX_ERR_NOMEM, true, "out of memory");
-    }
-    return 0;
-}
-
-static int
 parse_invalid_behavior(struct obx_outbox *ob, const char *s, struct obx_error *err)
 {
     if (strcmp(s, "dlq") == 0)
@@ -1052,7 +1020,7 @@ obx_outbox_new(const struct obx_config *cfg, struct obx_error *err)
     if (rc == 0)
         rc = parse_placements(ob, obx_config_str(cfg, PLACEMENT_KEY), err);
     if (rc == 0)
-        rc = parse_tables(ob, obx_config_str(cfg, "postgres.tables"), err);
+        rc = obx_config_tables(cfg, &ob->tables, &ob->ntables, err);
     if (rc == 0)
         rc = parse_invalid_behavior(ob, obx_config_str(cfg, "outbox.invalid.behavior"), err);
     if (rc != 0)
@@ -1078,10 +1046,6 @@ obx_outbox_free(struct obx_outbox *ob)
     if (ob == NULL)
         return;
     free(ob->scratch.p);
-    for (size_t i = 0; i < ob->ntables; i++) {
-        free(ob->tables[i].nspname);
-        free(ob->tables[i].relname);
-    }
     free(ob->tables);
     for (size_t i = 0; i < ob->nplacements; i++) {
         free(ob->placements[i].column);
@@ -1941,6 +1905,42 @@ obx_outbox_route_message(struct obx_outbox *ob, const struct obx_pgo_message *ms
     return finish(ob, &cx, rc, ev, err);
 }
 
+/* The dead-letter topic refused a dead letter: the same record once more without its value
+ * (which is what was refused, e.g. too large), the reason added to its error header. A dead
+ * letter that has no value left is refused for good (no loop). */
+static int
+dead_letter_again(struct obx_outbox *ob, const struct obx_event *ev, const char *reason,
+                  struct obx_event *dlq, struct obx_error *err)
+{
+    char why[sizeof(ob->dl_reason)];
+    const struct obx_header *old = NULL;
+    size_t i;
+
+    if (ev->value == NULL)
+        return obx_error_set(err, OBX_ERR_KAFKA, true,
+                             "the dead-letter topic %s refused a record: %s", ob->dlq_topic,
+                             reason);
+    for (i = 0; i < ev->nheaders && old == NULL; i++)
+        if (strcmp(ev->headers[i].name, "error") == 0 && ev->headers[i].value != NULL)
+            old = &ev->headers[i];
+    /* via why: the old reason may live in dl_reason itself */
+    snprintf(why, sizeof(why), "%.*s (value of %zu bytes dropped: refused again: %s)",
+             old != NULL ? (int)old->value_len : 0, old != NULL ? (const char *)old->value : "",
+             ev->value_len, reason);
+    if (dlq != ev)
+        *dlq = *ev;
+    memcpy(ob->dl_reason, why, sizeof(why));
+    dlq->value = NULL;
+    dlq->value_len = 0;
+    i = old != NULL                             ? (size_t)(old - ev->headers)
+        : dlq->nheaders < OBX_EVENT_MAX_HEADERS ? dlq->nheaders++
+                                                : OBX_EVENT_MAX_HEADERS - 1;
+    dlq->headers[i].name = "error";
+    dlq->headers[i].value = ob->dl_reason;
+    dlq->headers[i].value_len = strlen(ob->dl_reason);
+    return 0;
+}
+
 int
 obx_outbox_dead_letter(struct obx_outbox *ob, const struct obx_event *ev, const char *reason,
                        struct obx_event *dlq, struct obx_error *err)
@@ -1954,9 +1954,7 @@ obx_outbox_dead_letter(struct obx_outbox *ob, const struct obx_event *ev, const 
                              "no dead-letter topic (outbox.dlq.topic) for a refused record: %s",
                              reason);
     if (ev->topic != NULL && strcmp(ev->topic, ob->dlq_topic) == 0)
-        return obx_error_set(err, OBX_ERR_KAFKA, true,
-                             "the dead-letter topic %s refused a record: %s", ob->dlq_topic,
-                             reason);
+        return dead_letter_again(ob, ev, reason, dlq, err);
     if (dlq != ev)
         *dlq = *ev;
     snprintf(ob->dl_reason, sizeof(ob->dl_reason), "%s", reason);

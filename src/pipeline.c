@@ -29,7 +29,6 @@ struct obx_pipeline {
     struct obx_producer *producer;
     struct obx_ackwin *ackwin;
     struct obx_txn_info txn; /* the open transaction */
-    bool in_txn;
     /* Events waiting for room in the producer queue, oldest first: held[head..count). Usually
      * empty; at most one routed event plus dead letters raised by delivery reports. */
     struct obx_held_event *held;
@@ -248,43 +247,6 @@ pipeline_emit(struct obx_pipeline *p, int route, const struct obx_event *ev, str
     return pipeline_send(p, ev, seq, err);
 }
 
-/* The dead letter ev was refused in turn: most often the record was too large for Kafka, and so
- * was its dead letter, which carries the same value. It is sent once more (same tag) without its
- * value, its error header saying so, so the event still reaches the dead-letter topic with its
- * key, id and reason. Returns 0 when it was handed on (or the nested refusal recorded a
- * failure), -1 when ev is no dead letter with a value (the caller stops the pipeline). */
-static int
-pipeline_dead_letter_bare(struct obx_pipeline *p, const struct obx_event *ev, uint64_t tag,
-                          const char *reason)
-{
-    const char *dlq_topic = obx_config_str(p->cfg, "outbox.dlq.topic");
-    struct obx_error e = {0};
-    struct obx_event bare;
-    char why[OBX_ERROR_MSG_MAX];
-
-    if (ev == NULL || ev->value == NULL || dlq_topic == NULL || strcmp(ev->topic, dlq_topic) != 0)
-        return -1;
-    bare = *ev;
-    bare.value = NULL;
-    bare.value_len = 0;
-    for (size_t i = 0; i < bare.nheaders; i++) {
-        const struct obx_header *h = &ev->headers[i];
-
-        if (strcmp(h->name, "error") != 0 || h->value == NULL)
-            continue;
-        snprintf(why, sizeof(why), "%.*s (value of %zu bytes dropped: refused again: %s)",
-                 (int)h->value_len, (const char *)h->value, ev->value_len, reason);
-        bare.headers[i].value = why;
-        bare.headers[i].value_len = strlen(why);
-    }
-    obx_log_warn("pipeline",
-                 "%s refused a dead letter (%s); sending it without its value (%zu bytes)",
-                 dlq_topic, reason, ev->value_len);
-    if (pipeline_send(p, &bare, tag, &e) != 0)
-        pipeline_fail(p, e.code, true, e.msg);
-    return 0;
-}
-
 /* Kafka refused ev for good (permanent delivery error, or refused at enqueue): apply
  * outbox.invalid.behavior to it. The dead letter carries the same tag, so its transaction stays
  * unconfirmed until the dead letter itself is acknowledged. */
@@ -301,8 +263,6 @@ pipeline_refused(struct obx_pipeline *p, const struct obx_event *ev, uint64_t ta
              ev != NULL ? ev->topic : "?", reason);
     switch (obx_outbox_invalid_behavior(p->outbox)) {
     case OBX_INVALID_DLQ:
-        if (pipeline_dead_letter_bare(p, ev, tag, reason) == 0)
-            return;
         if (ev == NULL || obx_outbox_dead_letter(p->outbox, ev, reason, &dlq, &e) != 0 ||
             pipeline_send(p, &dlq, tag, &e) != 0) {
             pipeline_fail(p, OBX_ERR_KAFKA, true, msg);
@@ -312,6 +272,10 @@ pipeline_refused(struct obx_pipeline *p, const struct obx_event *ev, uint64_t ta
             /* the dead letter was refused at enqueue in turn (e.g. too large as well): the
              * nested call stopped the pipeline; it was not sent */
             obx_log_error("pipeline", "%s; its dead letter was refused too", msg);
+            return;
+        }
+        if (strcmp(ev->topic, dlq.topic) == 0) { /* a dead letter again, now without value */
+            obx_log_warn("pipeline", "%s; sent again without its value", msg);
             return;
         }
         p->stats.events_dlq++;
@@ -390,7 +354,6 @@ on_begin(void *ctx, const struct obx_pgo_begin *m, struct obx_error *err)
     p->txn.commit_lsn = m->final_lsn;
     p->txn.commit_ts = m->commit_ts;
     p->txn.seq = 0;
-    p->in_txn = true;
     return 0;
 }
 
@@ -402,7 +365,6 @@ on_commit(void *ctx, const struct obx_pgo_commit *m, struct obx_error *err)
 
     if (rc != 0)
         return rc;
-    p->in_txn = false;
     p->stats.transactions++;
     return 0;
 }
@@ -474,7 +436,7 @@ on_message(void *ctx, const struct obx_pgo_message *m, uint64_t wal_end, struct 
 
     if (!m->transactional)
         return pipeline_single_message(p, m, err);
-    if (!p->in_txn)
+    if (!obx_ackwin_in_txn(p->ackwin))
         return obx_error_set(err, OBX_ERR_PROTOCOL, false,
                              "transactional message outside a transaction");
     route = obx_outbox_route_message(p->outbox, m, &p->txn, &ev, err);
@@ -542,7 +504,6 @@ on_disconnect(void *ctx)
     struct obx_error e = {0};
     uint64_t from = p->frozen_lsn;
 
-    p->in_txn = false;
     obx_ackwin_abort_open(p->ackwin);
     if (p->failure == 0 || p->failure_fatal)
         return;

@@ -29,56 +29,25 @@ nomem(struct obx_error *err)
     return obx_error_set(err, OBX_ERR_NOMEM, true, "out of memory");
 }
 
-/* Adds one "schema.table" (or "table", meaning public.table) of postgres.tables; blanks around
- * it are ignored, an empty entry is skipped. */
+/* The tables of postgres.tables, parsed by the config module's one parser of that list. */
 static int
-add_table(struct obx_repl *r, const char *s, size_t len, struct obx_error *err)
+read_tables(struct obx_repl *r, const struct obx_config *cfg, struct obx_error *err)
 {
-    const char *dot;
-    struct obx_repl_table *t;
+    struct obx_table_name *names;
+    int rc = obx_config_tables(cfg, &names, &r->ntables, err);
 
-    while (len > 0 && (*s == ' ' || *s == '\t'))
-        s++, len--;
-    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-        len--;
-    if (len == 0)
-        return 0;
-    dot = memchr(s, '.', len);
-    if (dot == s || dot == s + len - 1 ||
-        (dot != NULL && memchr(dot + 1, '.', len - 1 - (size_t)(dot - s)) != NULL))
-        return obx_error_set(err, OBX_ERR_CONFIG, true,
-                             "postgres.tables: \"%.*s\" is not schema.table", (int)len, s);
-    t = realloc(r->tables, (r->ntables + 1) * sizeof(*t));
-    if (t == NULL)
+    if (rc != 0)
+        return rc;
+    r->tables = calloc(r->ntables, sizeof(*r->tables));
+    if (r->tables == NULL) {
+        free(names);
         return nomem(err);
-    r->tables = t;
-    t = &r->tables[r->ntables];
-    t->relid = 0;
-    t->nspname = dot != NULL ? strndup(s, (size_t)(dot - s)) : strdup("public");
-    t->relname = dot != NULL ? strndup(dot + 1, len - 1 - (size_t)(dot - s)) : strndup(s, len);
-    r->ntables++;
-    if (t->nspname == NULL || t->relname == NULL)
-        return nomem(err);
-    return 0;
-}
-
-static int
-parse_tables(struct obx_repl *r, const char *list, struct obx_error *err)
-{
-    const char *p = list != NULL ? list : "";
-    int rc;
-
-    while (*p != '\0') {
-        const char *end = strchr(p, ',');
-        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
-
-        if ((rc = add_table(r, p, len, err)) < 0)
-            return rc;
-        p += len + (end != NULL);
     }
-    if (r->ntables == 0)
-        return obx_error_set(err, OBX_ERR_CONFIG, true,
-                             "postgres.tables is empty: name at least one schema.table");
+    for (size_t i = 0; i < r->ntables; i++) {
+        memcpy(r->tables[i].nspname, names[i].nspname, sizeof(names[i].nspname));
+        memcpy(r->tables[i].relname, names[i].relname, sizeof(names[i].relname));
+    }
+    free(names);
     return 0;
 }
 
@@ -137,7 +106,7 @@ read_strings(struct obx_repl *r, const struct obx_config *cfg, struct obx_error 
     if (r->publication[0] == '\0' || strlen(r->publication) > NAMEDATALEN_MAX)
         return obx_error_set(err, OBX_ERR_CONFIG, true,
                              "postgres.publication: a name of 1 to 63 characters is needed");
-    return parse_tables(r, obx_config_str(cfg, "postgres.tables"), err);
+    return read_tables(r, cfg, err);
 }
 
 static int
@@ -200,10 +169,6 @@ obx_repl_free(struct obx_repl *r)
     obx_repl_close(r);
     obx_relcache_free(r->cache);
     obx_pgoutput_free(r->dec);
-    for (size_t i = 0; i < r->ntables; i++) {
-        free(r->tables[i].nspname);
-        free(r->tables[i].relname);
-    }
     free(r->tables);
     free(r->publication);
     free(r->slot);

@@ -416,7 +416,9 @@ announce_table(struct obx_repl *r, const struct obx_repl_handler *h, const struc
     char relid[16];
     const char *const params[] = {relid};
     struct obx_relcol *cols = NULL;
-    struct obx_relation rel = {.relid = t->relid, .nspname = t->nspname, .relname = t->relname};
+    /* the handler only reads rel: its names may point at t's */
+    struct obx_relation rel = {
+        .relid = t->relid, .nspname = (char *)t->nspname, .relname = (char *)t->relname};
     PGresult *res;
     int rc = 0;
 

@@ -24,8 +24,8 @@
 
 /* One configured table (postgres.tables). relid is filled by the checks of each session. */
 struct obx_repl_table {
-    char *nspname;
-    char *relname;
+    char nspname[OBX_NAME_MAX];
+    char relname[OBX_NAME_MAX];
     uint32_t relid;
 };
 

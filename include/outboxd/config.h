@@ -57,6 +57,19 @@ int obx_config_foreach_kafka(const struct obx_config *cfg,
 /* The kafka.* value for key (prefix stripped), or NULL when not set. */
 const char *obx_config_kafka(const struct obx_config *cfg, const char *key);
 
+/* One entry of postgres.tables: lower-case unquoted identifiers of at most 63 bytes. */
+#define OBX_NAME_MAX 64
+struct obx_table_name {
+    char nspname[OBX_NAME_MAX];
+    char relname[OBX_NAME_MAX];
+};
+
+/* Parses postgres.tables (comma-separated schema.table) into a malloc'd array stored in *out
+ * (caller frees it with free()) and its length in *n. The one parser of that list: repl and the
+ * router both use it. Returns 0, OBX_ERR_CONFIG naming the bad entry, or OBX_ERR_NOMEM. */
+int obx_config_tables(const struct obx_config *cfg, struct obx_table_name **out, size_t *n,
+                      struct obx_error *err);
+
 /* Writes the table of keys (name, type, default, description) for --help. */
 void obx_config_print_help(FILE *out);
 

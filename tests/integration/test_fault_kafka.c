@@ -372,40 +372,22 @@ START_TEST(fatal_error__producer_rebuilt_and_replayed)
 }
 END_TEST
 
-/* One TCase per test, so CK_RUN_CASE=<name> runs one alone. */
-static void
-add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-
-    tcase_add_unchecked_fixture(tc, obxt_stack_fixture_setup, obxt_stack_fixture_teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 static Suite *
 fault_kafka_suite(void)
 {
     Suite *s = suite_create("fault_kafka");
 
-    add_case(s, "brokers_down", brokers_down__mid_stream);
-    add_case(s, "brokers_down_at_start", brokers_down__before_start);
-    add_case(s, "produce_errors", produce_errors__no_loss_no_reorder);
-    add_case(s, "latency", latency__confirmed_never_passes_unacknowledged);
-    add_case(s, "poison", poison_and_oversized__dead_lettered);
-    add_case(s, "fatal", fatal_error__producer_rebuilt_and_replayed);
+    obxt_stack_add_case(s, "brokers_down", brokers_down__mid_stream);
+    obxt_stack_add_case(s, "brokers_down_at_start", brokers_down__before_start);
+    obxt_stack_add_case(s, "produce_errors", produce_errors__no_loss_no_reorder);
+    obxt_stack_add_case(s, "latency", latency__confirmed_never_passes_unacknowledged);
+    obxt_stack_add_case(s, "poison", poison_and_oversized__dead_lettered);
+    obxt_stack_add_case(s, "fatal", fatal_error__producer_rebuilt_and_replayed);
     return s;
 }
 
 int
 main(void)
 {
-    SRunner *sr = srunner_create(fault_kafka_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return obxt_stack_run_suite(fault_kafka_suite());
 }

@@ -396,40 +396,22 @@ START_TEST(huge_transaction__bounded_memory_confirmed_at_end)
 }
 END_TEST
 
-/* One TCase per test, so CK_RUN_CASE=<name> runs one alone. */
-static void
-add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-
-    tcase_add_unchecked_fixture(tc, obxt_stack_fixture_setup, obxt_stack_fixture_teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 static Suite *
 fault_outboxd_suite(void)
 {
     Suite *s = suite_create("fault_outboxd");
 
-    add_case(s, "checker", checker__finds_loss_duplicates_reordering);
-    add_case(s, "kill9_twice", kill9__twice_during_stream);
-    add_case(s, "kill9_big_txn", kill9__inside_big_transaction);
-    add_case(s, "sigterm", sigterm__restart_without_duplicates);
-    add_case(s, "standby", standby__takes_over_after_kill9);
-    add_case(s, "huge_txn", huge_transaction__bounded_memory_confirmed_at_end);
+    obxt_stack_add_case(s, "checker", checker__finds_loss_duplicates_reordering);
+    obxt_stack_add_case(s, "kill9_twice", kill9__twice_during_stream);
+    obxt_stack_add_case(s, "kill9_big_txn", kill9__inside_big_transaction);
+    obxt_stack_add_case(s, "sigterm", sigterm__restart_without_duplicates);
+    obxt_stack_add_case(s, "standby", standby__takes_over_after_kill9);
+    obxt_stack_add_case(s, "huge_txn", huge_transaction__bounded_memory_confirmed_at_end);
     return s;
 }
 
 int
 main(void)
 {
-    SRunner *sr = srunner_create(fault_outboxd_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return obxt_stack_run_suite(fault_outboxd_suite());
 }

@@ -285,40 +285,22 @@ START_TEST(idle_outbox__busy_other_table_lag_small)
 }
 END_TEST
 
-/* One TCase per test, so CK_RUN_CASE=<name> runs one alone. */
-static void
-add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-
-    tcase_add_unchecked_fixture(tc, obxt_stack_fixture_setup, obxt_stack_fixture_teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 static Suite *
 fault_postgres_suite(void)
 {
     Suite *s = suite_create("fault_postgres");
 
-    add_case(s, "restart_fast", restart_fast__mid_stream);
-    add_case(s, "crash", crash__mid_stream);
-    add_case(s, "terminate", terminate_walsender__mid_stream);
-    add_case(s, "slot_dropped", slot_dropped__fatal_not_recreated);
-    add_case(s, "slot_invalidated", slot_invalidated__fatal_not_recreated);
-    add_case(s, "idle_lag", idle_outbox__busy_other_table_lag_small);
+    obxt_stack_add_case(s, "restart_fast", restart_fast__mid_stream);
+    obxt_stack_add_case(s, "crash", crash__mid_stream);
+    obxt_stack_add_case(s, "terminate", terminate_walsender__mid_stream);
+    obxt_stack_add_case(s, "slot_dropped", slot_dropped__fatal_not_recreated);
+    obxt_stack_add_case(s, "slot_invalidated", slot_invalidated__fatal_not_recreated);
+    obxt_stack_add_case(s, "idle_lag", idle_outbox__busy_other_table_lag_small);
     return s;
 }
 
 int
 main(void)
 {
-    SRunner *sr = srunner_create(fault_postgres_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return obxt_stack_run_suite(fault_postgres_suite());
 }

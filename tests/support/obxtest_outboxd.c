@@ -52,6 +52,29 @@ obxt_stack_fixture_teardown(void)
     fixture_root = NULL;
 }
 
+void
+obxt_stack_add_case(Suite *s, const char *name, const TTest *test)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_add_unchecked_fixture(tc, obxt_stack_fixture_setup, obxt_stack_fixture_teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
+}
+
+int
+obxt_stack_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 /* A fresh directory for one stack: below the fixture's, or in $TMPDIR. */
 static char *
 stack_dir(void)

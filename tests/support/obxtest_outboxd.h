@@ -14,6 +14,7 @@
 #ifndef OBXTEST_OUTBOXD_H
 #define OBXTEST_OUTBOXD_H
 
+#include <check.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -41,6 +42,14 @@ struct obxt_stack_opts {
  * it, each stack makes its own directory in $TMPDIR and obxt_stack_stop removes it. */
 void obxt_stack_fixture_setup(void);
 void obxt_stack_fixture_teardown(void);
+
+/* Adds a TCase called name that holds only test, with the fixture above and a 300 s timeout
+ * (one TCase per test, so CK_RUN_CASE=<name> runs one alone). */
+void obxt_stack_add_case(Suite *s, const char *name, const TTest *test);
+
+/* Runs every test of s (CK_NORMAL) and frees it: EXIT_SUCCESS when none failed, else
+ * EXIT_FAILURE. For a test program's main. */
+int obxt_stack_run_suite(Suite *s);
 
 /* Starts PostgreSQL (wal_level = logical) and the broker, and creates the outbox table
  * (sql/outbox.sql) unless opts says not to. opts NULL: the defaults. Stop with obxt_stack_stop. */

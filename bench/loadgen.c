@@ -1,15 +1,21 @@
 /* loadgen.c - bench-loadgen: writes outbox rows at a steady rate, one row per transaction, for
  * the benchmark's latency runs.
  *
- *   bench-loadgen -d CONNINFO -r RATE -s SECONDS [-n FIRST] [-a AGGREGATETYPE]
+ *   bench-loadgen -d CONNINFO -r RATE -s SECONDS [-n FIRST] [-a AGGREGATETYPE] [-t TICK_US]
  *
- * Row k (k = 0, 1, ...) is due at start + k / RATE and is sent then, whatever happened to the
- * rows before it: libpq's pipeline mode keeps sending while earlier commits are still on their
- * way, so a slow commit delays its own row only. Each INSERT is its own implicit transaction
- * (a Sync after each). Payload {"n": FIRST + k, "note": ...}, the shape of the drain workloads.
+ * Row k (k = 0, 1, ...) is due at start + k / RATE and is sent at the first tick (every TICK_US
+ * microseconds, default 1000) at or after that, whatever happened to the rows before it:
+ * libpq's pipeline mode keeps sending while earlier commits are still on their way, so a slow
+ * commit delays its own row only. Each INSERT is its own implicit transaction (a Sync after
+ * each), so the rows of one tick are separate commits that reach the server together, as
+ * concurrent requests of a service would; the tick keeps the generator's own wake-ups (and its
+ * CPU, on a machine it shares with everything it measures) to one per tick. -t 0 sends every
+ * row at its due time. Payload {"n": FIRST + k, "note": ...}, the shape of the drain
+ * workloads.
  *
  * Prints "sent N rows in S s (R rows/s), max lag L ms" on stdout: the lag is how late the
- * latest-sent row went out after its due time (a generator that cannot keep up says so).
+ * latest-sent row went out after its due time, the tick included (a generator that cannot keep
+ * up says so).
  * Exit status 0, 1 on an error, 2 on a usage error. */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,7 +42,7 @@ struct loadgen {
     long long rate, total, first;
     const char *aggtype;
     long long sent, synced;
-    int64_t start_ns, max_lag_ns;
+    int64_t start_ns, max_lag_ns, tick_ns;
 };
 
 static int64_t
@@ -61,7 +67,8 @@ parse_args(int argc, char **argv, struct loadgen *g, const char **conninfo)
     int c;
 
     g->aggtype = "bench";
-    while ((c = getopt(argc, argv, "d:r:s:n:a:")) != -1) {
+    g->tick_ns = 1000000;
+    while ((c = getopt(argc, argv, "d:r:s:n:a:t:")) != -1) {
         if (c == 'd')
             *conninfo = optarg;
         else if (c == 'r')
@@ -72,12 +79,14 @@ parse_args(int argc, char **argv, struct loadgen *g, const char **conninfo)
             g->first = atoll(optarg);
         else if (c == 'a')
             g->aggtype = optarg;
+        else if (c == 't')
+            g->tick_ns = atoll(optarg) * 1000;
         else
             break;
     }
-    if (*conninfo == NULL || g->rate <= 0 || seconds <= 0 || optind != argc) {
+    if (*conninfo == NULL || g->rate <= 0 || seconds <= 0 || g->tick_ns < 0 || optind != argc) {
         fprintf(stderr, "usage: " PROG " -d CONNINFO -r RATE -s SECONDS [-n FIRST] "
-                        "[-a AGGREGATETYPE]\n");
+                        "[-a AGGREGATETYPE] [-t TICK_US]\n");
         return 2;
     }
     g->total = g->rate * seconds;
@@ -134,13 +143,29 @@ read_results(struct loadgen *g)
     return true;
 }
 
-/* Waits for the socket or the next due row, whichever comes first. */
+/* When the next row goes out: its due time, rounded up to the next tick. */
+static int64_t
+send_ns(const struct loadgen *g, long long k)
+{
+    int64_t due = due_ns(g, k) - g->start_ns;
+
+    if (g->tick_ns > 0)
+        due = (due + g->tick_ns - 1) / g->tick_ns * g->tick_ns;
+    return g->start_ns + due;
+}
+
+/* Waits for the next tick with a due row (or, once every row is sent, for results), and for the
+ * socket to take more while output is pending. Results that arrive before the tick wait in the
+ * socket: reading them as they come would wake the generator once per commit. */
 static void
 wait_io(struct loadgen *g, int flushing)
 {
-    int64_t wait = g->sent < g->total ? due_ns(g, g->sent) - now_ns() : 100000000;
+    bool sending = g->sent < g->total;
+    int64_t wait = sending ? send_ns(g, g->sent) - now_ns() : 100000000;
     struct timespec ts = {.tv_sec = 0, .tv_nsec = wait > 0 ? (long)wait : 0};
-    struct pollfd pfd = {PQsocket(g->conn), (short)(POLLIN | (flushing ? POLLOUT : 0)), 0};
+    struct pollfd pfd = {
+        PQsocket(g->conn),
+        (short)((sending && g->tick_ns > 0 ? 0 : POLLIN) | (flushing ? POLLOUT : 0)), 0};
 
     if (wait > 100000000)
         ts.tv_nsec = 100000000;

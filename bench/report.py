@@ -210,10 +210,11 @@ def markdown(res):
         " to refresh this page and its plots; it needs no running services and leaves none"
         " behind." % (res["started"], res["elapsed_s"]),
         "",
-        "**The figures were taken on a shared machine**: other jobs (builds and test suites)"
-        " ran at the same time, so absolute numbers move from run to run; every ratio below"
-        " compares contenders measured in the same run, one after another, on the same data."
-        " 1-minute load average when each workload started: %s." % loads,
+        "**Absolute numbers move from run to run** on this virtual machine (and more when other"
+        " jobs share it); every ratio below compares contenders measured in the same run, one"
+        " after another, on the same data. Per-event CPU in particular varies by about ±15%%"
+        " between identical runs. 1-minute load average when each workload started (the"
+        " benchmark's own processes included): %s." % loads,
         "",
         "## Machine",
         "",
@@ -256,7 +257,10 @@ def markdown(res):
         "## 2. Latency at a steady rate",
         "",
         "outboxd streams while `bench-loadgen` commits one-row transactions at a fixed rate for"
-        " %d s per rate (after a 3 s warm-up at 1,000/s that is not counted). Latency is"
+        " %d s per rate (after a 3 s warm-up at 1,000/s that is not counted). The generator"
+        " wakes once a millisecond and sends the rows that came due since, each its own"
+        " transaction (pipelined, one commit each), as the concurrent requests of a service"
+        " would arrive; *max lag* below is how late a row went out after its due time. Latency is"
         " measured from each row's commit timestamp (`track_commit_timestamp`,"
         " `pg_xact_commit_timestamp(xmin)`, microseconds) to (a) the moment outboxd's"
         " delivery-report callback ran for that record (*ack*) and (b) the moment a consumer"
@@ -346,32 +350,61 @@ def markdown(res):
         "Profiled on this commit (`perf`, `callgrind`, per-thread `/proc` counters) and checked"
         " with one-off `LD_PRELOAD` experiments that changed nothing in outboxd's sources:",
         "",
-        "1. **One wake-up per transaction.** The main loop (`obx_repl_stream` / `wait_io` in"
-        " `src/repl_stream.c`) sleeps in `poll()` whenever libpq's buffer is empty, and the"
-        " walsender writes every message as soon as it has decoded it. outboxd is faster than"
-        " the walsender, so it sleeps and wakes about once per transaction: ~180,000 voluntary"
-        " context switches of the main thread for 200,000 one-row transactions, and two thirds"
-        " of outboxd's CPU is system time (poll, scheduling, small `recv`s). User-space work is"
-        " ~12,000 instructions per event. On two cores that CPU is taken from the walsender,"
-        " which sets the pace. Waiting 0.5 ms before blocking again after a turn that handled"
-        " messages cut the main thread's context switches to ~8,000 and outboxd's CPU to less"
-        " than half (31-49% of the walsender's instead of ~70%), and brought the drain time"
-        " to the ceiling's. It made no difference to latency that the machine's noise did not"
-        " swamp.",
-        "2. **The first record of each topic waits up to 1 s.** librdkafka 2.0.2 does not ask"
+        "1. **How outboxd waits for the walsender.** The walsender writes every message with its"
+        " own `send()` as soon as it has decoded it, and outboxd is faster than it. Three"
+        " designs were measured (draining 200,000 one-row transactions, back-to-back runs on a"
+        " quiet machine):",
+        "   - *Wake on every byte* (the first version): ~180,000 context switches of the main"
+        " thread, two thirds of outboxd's CPU in the kernel, ~70% of the walsender's CPU per"
+        " event.",
+        "   - *Pause 0.5 ms after a busy turn*, re-reading the socket whenever libpq's buffer"
+        " ran dry: ~8,000 context switches but ~26,000 small `recv()`s, each sending a TCP"
+        " window update the walsender must process; outboxd 6.0-6.5 µs and its walsender"
+        " 21-22 µs of CPU per event, 43-48k events/s acknowledged. Reading only once per turn"
+        " cut the `recv()`s to ~5,800 but showed the flaw of a blind pause: every read then"
+        " found 8-16 KiB, the walsender's socket buffer, which had filled while outboxd slept"
+        " and held the walsender up. The 100-row drain fell to half the walsender's pace and"
+        " the 64 KiB drain to 55%; a 1 ms pause held even one-row drains to 25-28k events/s.",
+        "   - *Wait for 8 KiB or 0.5 ms, whichever comes first* (now; `wait_io` in"
+        " `src/repl_stream.c`): after a busy turn the socket's `SO_RCVLOWAT` is raised to 8"
+        " KiB, so `poll()` wakes as soon as that much is queued, and Linux acknowledges data"
+        " at once while less than the mark is queued, so the walsender never waits for a"
+        " sleeping reader. One read per turn. Idle streams keep the mark at 1 byte and are"
+        " read the moment a transaction arrives. One-row drain: 51-59k events/s"
+        " acknowledged, outboxd 3.9-5.5 µs and its walsender 16-19 µs per event; 100-row"
+        " drain 100-108k events/s (the walsender's pace); p99 commit -> ack at 5,000/s 7 ms"
+        " in a single run. Unix sockets ignore the mark in `poll()`, so there outboxd falls"
+        " back to the plain 0.5 ms pause.",
+        "2. **The load generator was part of the noise.** Sending each row at its own due"
+        " time woke `bench-loadgen` 5,000 times a second and it used as much CPU as outboxd;"
+        " it now wakes once a millisecond (section 2), which took the machine from ~62% to"
+        " ~35% busy at 5,000 events/s. The mock cluster picked each partition's leader at"
+        " random, so runs differed in how many of librdkafka's broker threads were busy;"
+        " `kafka-broker` now spreads leaders over the brokers (partition p on broker p mod 3"
+        " + 1) as a real cluster does.",
+        "3. **The first record of each topic waits up to 1 s.** librdkafka 2.0.2 does not ask"
         " for a new topic's metadata when the topic is first produced to; its 1-second topic"
         " scan does. Every drain shows its first acknowledgement ~1.0 s after start. Asking"
         " for all topics' metadata once when the producer is created (`rd_kafka_metadata()`"
         " in `obx_producer_new`) brought the first acknowledgement to 0.1-0.2 s.",
-        "3. **Confirmation waits for the next status update**, sent every"
+        "4. **Confirmation waits for the next status update**, sent every"
         " `postgres.status.interval.ms` (1 s): the slot is confirmed 0-1 s after the last"
         " acknowledgement (compare the two outboxd rows in 1).",
-        "4. **The polling publisher is not slow on a backlog.** With 1,000 rows per `SELECT ..."
+        "5. **The polling publisher is not slow on a backlog.** With 1,000 rows per `SELECT ..."
         " FOR UPDATE SKIP LOCKED` and one `UPDATE` per batch it costs PostgreSQL about as"
         " much per event as logical decoding does, and it scales with workers, whereas a slot"
         " is decoded by one walsender. Its price is elsewhere: the WAL and dead tuples of its"
         " `UPDATE`s (column *WAL written to publish*), vacuum, and a polling interval added to"
-        " every event's latency in steady state (not measured here).",
+        " every event's latency in steady state (not measured here). outboxd's drain rate is"
+        " the walsender's: even `pg_recvlogical`, which does nothing with the data, stays"
+        " below the 4-worker poller here, so the 5x target cannot be met on a pre-written"
+        " backlog by any logical-decoding client.",
+        "6. **What remains per event** (main thread 2.5-4.5 µs, librdkafka's broker threads"
+        " ~1-1.5 µs): `rd_kafka_producev` (its message allocation and copy, headers list,"
+        " waking the broker thread) is the largest part, then the wake-ups of the 0.5 ms"
+        " cycle (context switches are expensive on this virtual machine), then delivery"
+        " reports. `linger.ms=10` lowers the broker threads' share by a third but adds 5 ms to"
+        " every event's latency, so the default stays 5.",
         "",
         "## How",
         "",
@@ -573,8 +606,9 @@ def plot_timeline(res, docs, results, term):
 def render(res, root, results):
     docs = os.path.join(root, "docs")
     os.makedirs(docs, exist_ok=True)
+    text = markdown(res)  # before opening the page: an error leaves the old page intact
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
-        f.write(markdown(res))
+        f.write(text)
     if shutil.which("gnuplot"):
         plots(res, docs, results)
     else:

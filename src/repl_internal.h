@@ -60,6 +60,7 @@ struct obx_repl {
     uint64_t flushed_lsn;      /* highest flush position sent; never goes back */
     bool in_txn;               /* between a Begin and its Commit in this session */
     int64_t stopping_since_us; /* when a stop request inside a transaction was first seen */
+    int rcvlowat; /* SO_RCVLOWAT of conn's socket, -1 when not TCP (see wait_io, repl_stream.c) */
     int64_t next_status_us;
     int64_t next_wal_check_us;
     uint64_t rng;

@@ -18,7 +18,10 @@
  *
  * Broker ids are 1..N. Topics a client asks for are created on first use with the mock's fixed
  * 4 partitions (librdkafka 2.0.2 has no setting for that); use --topic or "topic" to choose the
- * count. Each partition keeps at most 5 MB / 100000 batches: older batches are dropped.
+ * count. Partition p of a topic created here is led by broker (p mod N) + 1, as a cluster
+ * spreads its leaders (the mock would pick each leader at random, so which broker threads a
+ * client keeps busy, and what it costs, would change from run to run). Each partition keeps at
+ * most 5 MB / 100000 batches: older batches are dropped.
  * Exits 0 on stdin EOF (unless --ignore-eof, for scripts that run it in the background), SIGTERM
  * or SIGINT, and dies with its parent (PR_SET_PDEATHSIG). */
 #include <ctype.h>
@@ -200,6 +203,8 @@ broker_topic_create(struct broker *b, const char *name, int partitions, char *re
     if (name[0] == '\0' || strlen(name) > 249)
         return reply_error(reply, size, "topic name must be 1..249 characters");
     kerr = rd_kafka_mock_topic_create(b->mcluster, name, partitions, rf);
+    for (int p = 0; p < partitions && kerr == RD_KAFKA_RESP_ERR_NO_ERROR; p++)
+        kerr = rd_kafka_mock_partition_set_leader(b->mcluster, name, p, p % b->opts->nbrokers + 1);
     if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
         return reply_error(reply, size, "cannot create topic %s: %s", name,
                            rd_kafka_err2name(kerr));

@@ -36,8 +36,13 @@ _Static_assert(sizeof(void *) >= sizeof(uint64_t), "a uint64_t tag must fit in a
  * - partitioner=murmur2_random: a key lands on the partition the Java client (and Debezium) picks;
  *   keyless records are spread randomly.
  * - linger.ms=5: small batches without noticeable latency.
- * - queue.buffering.max.kbytes=65536: bound memory (librdkafka's default is 1 GiB); a full queue
- *   is backpressure (OBX_ERR_BUSY) and we stop reading WAL.
+ * - queue.buffering.max.kbytes=32768, queue.buffering.max.messages=50000: bound memory
+ *   (librdkafka's defaults are 1 GiB and 100,000 messages); a full queue is backpressure
+ *   (OBX_ERR_BUSY) and we stop reading WAL. The kbytes bound counts payloads only, not
+ *   librdkafka's ~200 bytes per message, so for typical outbox events (a few hundred bytes) the
+ *   message count binds first: with 100,000 a 1,000,000-row transaction took outboxd to
+ *   62-66 MiB, with 50,000 about half that goes to the queue. 50,000 events are still a second
+ *   of a drain at 50,000 events/s, far more than the acknowledgement round trip.
  * - message.timeout.ms=0: never expire a message. An undeliverable record is an error for the
  *   pipeline (it stops confirming and restarts from the slot), never a silent drop; while Kafka
  *   is down the queue simply fills and pushes back. A user who sets a timeout gets
@@ -66,7 +71,8 @@ static const struct {
     {"acks", "all"},
     {"partitioner", "murmur2_random"},
     {"linger.ms", "5"},
-    {"queue.buffering.max.kbytes", "65536"},
+    {"queue.buffering.max.kbytes", "32768"},
+    {"queue.buffering.max.messages", "50000"},
     {"message.timeout.ms", "0"},
     {"socket.keepalive.enable", "true"},
 };

@@ -3,10 +3,11 @@
  * ack window needs no lock.
  *
  * Defaults set here (each overridable by a kafka.* key): enable.idempotence=true, acks=all,
- * partitioner=murmur2_random, linger.ms=5, queue.buffering.max.kbytes=65536,
- * message.timeout.ms=0 (infinite: a message is never expired while the broker is down),
- * client.id=outboxd, socket.keepalive.enable=true, and enable.gapless.guarantee=true when
- * outbox.invalid.behavior = fail (reasons in producer.c). kafka.transactional.id is refused. */
+ * partitioner=murmur2_random, linger.ms=5, queue.buffering.max.kbytes=32768,
+ * queue.buffering.max.messages=50000, message.timeout.ms=0 (infinite: a message is never expired
+ * while the broker is down), client.id=outboxd, socket.keepalive.enable=true, and
+ * enable.gapless.guarantee=true when outbox.invalid.behavior = fail (reasons in producer.c).
+ * kafka.transactional.id is refused. */
 #ifndef OUTBOXD_PRODUCER_H
 #define OUTBOXD_PRODUCER_H
 

@@ -37,7 +37,7 @@
 #define HUGE_TAIL_ROWS 50000
 #define HUGE_FREEZE_MS 2000
 /* outboxd's peak RSS must stay below the producer queue bound (queue.buffering.max.kbytes,
- * 64 MiB by default) plus 64 MiB for everything else */
+ * 32 MiB by default, and max.messages, 50,000) plus a wide margin for everything else */
 #define HUGE_RSS_LIMIT_KB (128L * 1024)
 /* a producer queue that fills at once: backpressure inside transactions */
 #define SMALL_QUEUE "kafka.queue.buffering.max.messages=100"

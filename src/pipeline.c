@@ -176,6 +176,23 @@ pipeline_hold(struct obx_pipeline *p, const struct obx_event *ev, uint64_t tag,
     return 0;
 }
 
+/* A send refused because the producer is in a fatal state: librdkafka raised the error (an
+ * idempotence sequence lost, say) before its delivery reports were served. That is the same
+ * failure the reports are about to announce, so it is handled as they would handle it: nothing
+ * more is confirmed, the producer is rebuilt and the slot replays (the next service() returns
+ * the failure; a report that makes it final, outbox.invalid.behavior = fail, is served there
+ * first). Returning the send's error instead made outboxd exit whenever its loop happened to
+ * send before serving the reports. Returns true when rc was such a refusal. */
+static bool
+pipeline_producer_fatal(struct obx_pipeline *p, int rc, struct obx_error *err)
+{
+    if (rc != OBX_ERR_KAFKA || err == NULL || !err->fatal)
+        return false;
+    pipeline_fail(p, OBX_ERR_KAFKA, false, err->msg);
+    obx_error_clear(err);
+    return true;
+}
+
 /* Hands ev (tagged) to the producer, or holds it when the queue is full. */
 static int
 pipeline_send(struct obx_pipeline *p, const struct obx_event *ev, uint64_t tag,
@@ -188,6 +205,8 @@ pipeline_send(struct obx_pipeline *p, const struct obx_event *ev, uint64_t tag,
     rc = obx_producer_send(p->producer, ev, tag, err);
     if (rc == OBX_ERR_BUSY)
         return pipeline_hold(p, ev, tag, err);
+    if (pipeline_producer_fatal(p, rc, err))
+        return 0;
     if (rc == OBX_ERR_KAFKA && err != NULL && !err->fatal) {
         /* refused at enqueue (too large, unknown partition): same policy as a permanent
          * delivery failure, or the replay would refuse it again forever */
@@ -208,7 +227,7 @@ pipeline_retry_held(struct obx_pipeline *p, struct obx_error *err)
         struct obx_held_event *h = &p->held[p->held_head];
         int rc = obx_producer_send(p->producer, &h->ev, h->tag, err);
 
-        if (rc == OBX_ERR_BUSY)
+        if (rc == OBX_ERR_BUSY || pipeline_producer_fatal(p, rc, err))
             return 0;
         p->held_head++;
         if (rc == OBX_ERR_KAFKA && err != NULL && !err->fatal) {
@@ -269,8 +288,9 @@ pipeline_refused(struct obx_pipeline *p, const struct obx_event *ev, uint64_t ta
             return;
         }
         if (!failing && p->failure != 0) {
-            /* the dead letter was refused at enqueue in turn (e.g. too large as well): the
-             * nested call stopped the pipeline; it was not sent */
+            /* the dead letter was refused at enqueue in turn (too large as well, or the
+             * producer is in a fatal state): the nested call stopped the pipeline (for a
+             * restart from the slot, unless final); it was not sent */
             obx_log_error("pipeline", "%s; its dead letter was refused too", msg);
             return;
         }

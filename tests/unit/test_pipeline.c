@@ -258,6 +258,55 @@ START_TEST(handler__oversized_record_dead_lettered_without_value)
 }
 END_TEST
 
+/* A librdkafka fatal error that the producer reports on a send, before its delivery reports
+ * are served (the loop may send first): outboxd must rebuild the producer and replay from the
+ * slot, as it does when a report brings the error, not stop. The next Produce request is
+ * answered with OUT_OF_ORDER_SEQUENCE_NUMBER (the idempotent producer's state is lost: fatal);
+ * rows keep coming without any service() call until a send finds the producer fatal. */
+START_TEST(handler__producer_fatal_on_send_restarts)
+{
+    struct cluster c;
+    struct obx_config *cfg;
+    struct obx_repl_handler h;
+    struct obx_pipeline *p;
+    struct obx_error err = {0};
+    struct obx_pgo_begin begin = {0x1000, 0, 7};
+    struct obx_pgo_commit commit = {0, 0x2F00, 0x3000, 0};
+    int64_t deadline = mono_ms() + WAIT_MS;
+    char id[64];
+    int rows = 0;
+
+    cluster_start(&c);
+    p = pipeline_for(&c, &cfg, &h);
+    rd_kafka_mock_push_request_errors(c.mc, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    ck_assert_int_eq(h.on_begin(h.ctx, &begin, &err), 0);
+    while (h.can_take(h.ctx)) {
+        snprintf(id, sizeof(id), "00000000-0000-4000-8000-%012d", ++rows);
+        ck_assert_msg(insert_row(&h, id, "a", "{}", &err) == 0, "row %d: %s (fatal %d)", rows,
+                      err.msg, err.fatal);
+        ck_assert_msg(mono_ms() < deadline, "no send found the producer fatal in %d ms", WAIT_MS);
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    ck_assert_int_gt(rows, 1);
+    /* the failure is not final: the session ends and the producer is rebuilt */
+    ck_assert_int_ne(h.service(h.ctx, &err), 0);
+    ck_assert_msg(!err.fatal, "a producer fatal error stopped outboxd: %s", err.msg);
+    ck_assert_uint_lt(h.confirmable(h.ctx), 0x1000);
+    h.on_disconnect(h.ctx);
+    ck_assert(h.can_take(h.ctx));
+    /* the replayed transaction is delivered and confirmed by the new producer */
+    obx_error_clear(&err);
+    ck_assert_int_eq(h.on_begin(h.ctx, &begin, &err), 0);
+    ck_assert_int_eq(insert_row(&h, "00000000-0000-4000-8000-000000000001", "a", "{}", &err), 0);
+    ck_assert_int_eq(h.on_commit(h.ctx, &commit, &err), 0);
+    serve_until_confirmable(&h, 0x3000);
+    obx_pipeline_free(p);
+    obx_config_free(cfg);
+    cluster_stop(&c);
+}
+END_TEST
+
 /* ---- obx_pipeline_free ------------------------------------------------------------------- */
 
 START_TEST(free__null_is_noop)
@@ -276,6 +325,7 @@ pipeline_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, handler__rows_confirmed_after_acknowledgement);
     tcase_add_test(tc, handler__oversized_record_dead_lettered_without_value);
+    tcase_add_test(tc, handler__producer_fatal_on_send_restarts);
     suite_add_tcase(s, tc);
     tcase_add_test(tf, free__null_is_noop);
     suite_add_tcase(s, tf);

@@ -20,6 +20,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "bench_util.h"
+
 typedef void dr_msg_cb_fn(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 typedef void set_dr_msg_cb_fn(rd_kafka_conf_t *conf, dr_msg_cb_fn *cb);
 
@@ -27,45 +29,17 @@ static dr_msg_cb_fn *outboxd_cb;
 static FILE *acks;
 static long long count, errors, first_us, last_us;
 
-static long long
-now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* The benchmark's sequence number from a value {"n": 123, ...}, or -1. */
-static long long
-payload_n(const rd_kafka_message_t *m)
-{
-    static const char prefix[] = "{\"n\": ";
-    char digits[24];
-    size_t len = sizeof(prefix) - 1, i = 0;
-    const char *p = m->payload;
-
-    if (p == NULL || m->len <= len || memcmp(p, prefix, len) != 0)
-        return -1;
-    while (len + i < m->len && i < sizeof(digits) - 1 && p[len + i] >= '0' && p[len + i] <= '9') {
-        digits[i] = p[len + i];
-        i++;
-    }
-    digits[i] = '\0';
-    return i > 0 ? strtoll(digits, NULL, 10) : -1;
-}
-
 static void
 spy_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
-    long long t = now_us();
+    long long t = bench_now_us();
 
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (count++ == 0)
             first_us = t;
         last_us = t;
         if (acks != NULL) {
-            long long n = payload_n(m);
+            long long n = bench_payload_n(m);
 
             if (n >= 0)
                 fprintf(acks, "%lld %lld\n", n, t);

@@ -20,6 +20,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "bench_util.h"
+
 #define PROG "bench-latcons"
 #define MAX_XOPTS 32
 
@@ -32,26 +34,6 @@ on_signal(int sig)
     stop_requested = 1;
 }
 
-static long long
-now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static bool
-conf_set(rd_kafka_conf_t *conf, const char *key, const char *value)
-{
-    char errstr[512];
-
-    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
-        return true;
-    fprintf(stderr, PROG ": %s=%s: %s\n", key, value, errstr);
-    return false;
-}
-
 static rd_kafka_t *
 consumer_new(const char *bootstrap, const char *const *xopts, int nxopts)
 {
@@ -61,17 +43,19 @@ consumer_new(const char *bootstrap, const char *const *xopts, int nxopts)
     bool ok;
 
     snprintf(group, sizeof(group), PROG "-%ld", (long)getpid());
-    ok = conf_set(conf, "bootstrap.servers", bootstrap) && conf_set(conf, "group.id", group) &&
-         conf_set(conf, "enable.auto.commit", "false") &&
-         conf_set(conf, "enable.auto.offset.store", "false") &&
-         conf_set(conf, "fetch.wait.max.ms", "5") && conf_set(conf, "fetch.min.bytes", "1");
+    ok = bench_conf_set(conf, PROG, "bootstrap.servers", bootstrap) &&
+         bench_conf_set(conf, PROG, "group.id", group) &&
+         bench_conf_set(conf, PROG, "enable.auto.commit", "false") &&
+         bench_conf_set(conf, PROG, "enable.auto.offset.store", "false") &&
+         bench_conf_set(conf, PROG, "fetch.wait.max.ms", "5") &&
+         bench_conf_set(conf, PROG, "fetch.min.bytes", "1");
     for (int i = 0; ok && i < nxopts; i++) {
         char kv[512], *eq;
 
         snprintf(kv, sizeof(kv), "%s", xopts[i]);
         eq = strchr(kv, '=');
         *eq = '\0';
-        ok = conf_set(conf, kv, eq + 1);
+        ok = bench_conf_set(conf, PROG, kv, eq + 1);
     }
     if (!ok) {
         rd_kafka_conf_destroy(conf);
@@ -117,26 +101,6 @@ assign_topic(rd_kafka_t *rk, const char *topic)
     return false;
 }
 
-/* The benchmark's sequence number from a value {"n": 123, ...}, or -1. */
-static long long
-payload_n(const rd_kafka_message_t *m)
-{
-    static const char prefix[] = "{\"n\": ";
-    size_t len = sizeof(prefix) - 1;
-    char digits[24];
-    size_t i = 0;
-    const char *p = m->payload;
-
-    if (p == NULL || m->len <= len || memcmp(p, prefix, len) != 0)
-        return -1;
-    while (len + i < m->len && i < sizeof(digits) - 1 && p[len + i] >= '0' && p[len + i] <= '9') {
-        digits[i] = p[len + i];
-        i++;
-    }
-    digits[i] = '\0';
-    return i > 0 ? strtoll(digits, NULL, 10) : -1;
-}
-
 static bool
 stdin_closed(void)
 {
@@ -153,7 +117,7 @@ consume(rd_kafka_t *rk, FILE *out)
 
     while (!stop_requested) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
-        long long t = now_us();
+        long long t = bench_now_us();
 
         if (m == NULL) {
             if (stdin_closed())
@@ -161,7 +125,7 @@ consume(rd_kafka_t *rk, FILE *out)
             continue;
         }
         if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            long long n = payload_n(m);
+            long long n = bench_payload_n(m);
 
             nread++;
             if (n >= 0)

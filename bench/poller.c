@@ -24,6 +24,8 @@
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 
+#include "bench_util.h"
+
 #define PROG "bench-poller"
 #define MAX_XOPTS 32
 
@@ -94,17 +96,6 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
 }
 
-static bool
-conf_set(rd_kafka_conf_t *conf, const char *key, const char *value)
-{
-    char errstr[512];
-
-    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
-        return true;
-    fprintf(stderr, PROG ": %s=%s: %s\n", key, value, errstr);
-    return false;
-}
-
 /* The producer, configured like outboxd's. Returns NULL after printing why. */
 static rd_kafka_t *
 producer_new(struct poller *p, const struct poller_opts *o)
@@ -120,17 +111,17 @@ producer_new(struct poller *p, const struct poller_opts *o)
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512];
     rd_kafka_t *rk;
-    bool ok = conf_set(conf, "bootstrap.servers", o->bootstrap);
+    bool ok = bench_conf_set(conf, PROG, "bootstrap.servers", o->bootstrap);
 
     for (size_t i = 0; ok && i < sizeof(defaults) / sizeof(defaults[0]); i++)
-        ok = conf_set(conf, defaults[i][0], defaults[i][1]);
+        ok = bench_conf_set(conf, PROG, defaults[i][0], defaults[i][1]);
     for (int i = 0; ok && i < o->nxopts; i++) {
         char kv[512], *eq;
 
         snprintf(kv, sizeof(kv), "%s", o->xopts[i]);
         eq = strchr(kv, '=');
         *eq = '\0';
-        ok = conf_set(conf, kv, eq + 1);
+        ok = bench_conf_set(conf, PROG, kv, eq + 1);
     }
     if (!ok) {
         rd_kafka_conf_destroy(conf);

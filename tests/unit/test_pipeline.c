@@ -14,6 +14,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "mock_cluster.h"
 #include "outboxd/config.h"
 #include "outboxd/pipeline.h"
 #include "outboxd/repl.h"
@@ -27,48 +28,13 @@
 
 /* ---- mock cluster ------------------------------------------------------------------------ */
 
-struct cluster {
-    rd_kafka_t *rk; /* owns the mock cluster; never connects anywhere */
-    rd_kafka_mock_cluster_t *mc;
-    const char *bootstraps;
-};
-
+/* One broker with the two topics the pipeline writes to. */
 static void
-quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+pipeline_cluster_start(struct cluster *c)
 {
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
-static void
-cluster_start(struct cluster *c)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char errstr[512];
-
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    ck_assert_msg(c->rk != NULL, "%s", errstr);
-    c->mc = rd_kafka_mock_cluster_new(c->rk, 1);
-    ck_assert_ptr_nonnull(c->mc);
-    c->bootstraps = rd_kafka_mock_cluster_bootstraps(c->mc);
-    ck_assert_int_eq(rd_kafka_mock_topic_create(c->mc, "outbox.event.order", 1, 1), 0);
-    ck_assert_int_eq(rd_kafka_mock_topic_create(c->mc, "outbox.dlq", 1, 1), 0);
-}
-
-static void
-cluster_stop(struct cluster *c)
-{
-    rd_kafka_mock_cluster_destroy(c->mc);
-    rd_kafka_destroy(c->rk);
-}
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    cluster_start(c, 1);
+    cluster_topic(c, "outbox.event.order", 1);
+    cluster_topic(c, "outbox.dlq", 1);
 }
 
 /* The only record of topic (one partition): its value (NULL for null) and error header, copied
@@ -202,7 +168,7 @@ START_TEST(handler__rows_confirmed_after_acknowledgement)
     struct obx_pgo_begin begin = {0x1000, 0, 7};
     struct obx_pgo_commit commit = {0, 0x1F00, 0x2000, 0};
 
-    cluster_start(&c);
+    pipeline_cluster_start(&c);
     p = pipeline_for(&c, &cfg, &h);
     ck_assert_int_eq(h.on_begin(h.ctx, &begin, &err), 0);
     ck_assert_int_eq(insert_row(&h, "00000000-0000-4000-8000-000000000001", "a", "{}", &err), 0);
@@ -235,7 +201,7 @@ START_TEST(handler__oversized_record_dead_lettered_without_value)
 
     ck_assert_ptr_nonnull(big);
     snprintf(big, BIG_PAYLOAD + 16, "{\"big\": \"%0*d\"}", BIG_PAYLOAD, 0);
-    cluster_start(&c);
+    pipeline_cluster_start(&c);
     p = pipeline_for(&c, &cfg, &h);
     ck_assert_int_eq(h.on_begin(h.ctx, &begin, &err), 0);
     ck_assert_int_eq(insert_row(&h, "00000000-0000-4000-8000-000000000001", "a", "{}", &err), 0);
@@ -276,7 +242,7 @@ START_TEST(handler__producer_fatal_on_send_restarts)
     char id[64];
     int rows = 0;
 
-    cluster_start(&c);
+    pipeline_cluster_start(&c);
     p = pipeline_for(&c, &cfg, &h);
     rd_kafka_mock_push_request_errors(c.mc, 0 /* Produce */, 1,
                                       RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);

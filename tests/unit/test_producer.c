@@ -14,6 +14,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "mock_cluster.h"
 #include "outboxd/config.h"
 #include "outboxd/producer.h"
 
@@ -23,44 +24,6 @@
 #define MAX_HDRS 8
 
 /* ---- mock cluster ------------------------------------------------------------------------ */
-
-struct cluster {
-    rd_kafka_t *rk; /* owns the mock cluster; never connects anywhere */
-    rd_kafka_mock_cluster_t *mc;
-    const char *bootstraps;
-};
-
-static void
-quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-}
-
-static void
-cluster_start(struct cluster *c)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char errstr[512];
-
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    ck_assert_msg(c->rk != NULL, "%s", errstr);
-    c->mc = rd_kafka_mock_cluster_new(c->rk, 3);
-    ck_assert_ptr_nonnull(c->mc);
-    c->bootstraps = rd_kafka_mock_cluster_bootstraps(c->mc);
-}
-
-static void
-cluster_stop(struct cluster *c)
-{
-    rd_kafka_mock_cluster_destroy(c->mc);
-    rd_kafka_destroy(c->rk);
-}
-
-static void
-cluster_topic(struct cluster *c, const char *topic, int partitions)
-{
-    ck_assert_int_eq(rd_kafka_mock_topic_create(c->mc, topic, partitions, 3), 0);
-}
 
 static void
 cluster_brokers(struct cluster *c, bool up)
@@ -166,15 +129,6 @@ collect(void *ctx, const struct obx_delivery *dr)
         copy_bytes(r->hval[i], sizeof(r->hval[i]), ev->headers[i].value, ev->headers[i].value_len,
                    &r->hlen[i], &r->hnull[i]);
     }
-}
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Serves reports until col holds n of them or timeout_ms passes. */
@@ -395,7 +349,7 @@ START_TEST(new__defaults_accepted)
     struct obx_error err;
     struct obx_error ferr;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, NULL, NULL, &err);
     ck_assert_msg(p != NULL, "%s", err.msg);
@@ -414,7 +368,7 @@ START_TEST(new__unknown_key_names_key)
     struct obx_config *cfg;
     struct obx_error err;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cfg = config_for(&c, "kafka.no.such.property", "1", NULL);
     ck_assert_ptr_null(obx_producer_new(cfg, NULL, NULL, &err));
     ck_assert_int_eq(err.code, OBX_ERR_CONFIG);
@@ -431,7 +385,7 @@ START_TEST(new__bad_value_names_key)
     struct obx_config *cfg;
     struct obx_error err;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cfg = config_for(&c, "kafka.linger.ms", "soon", NULL);
     ck_assert_ptr_null(obx_producer_new(cfg, NULL, NULL, &err));
     ck_assert_int_eq(err.code, OBX_ERR_CONFIG);
@@ -451,7 +405,7 @@ START_TEST(new__user_keys_override_defaults)
     struct obx_producer *p;
     struct obx_error err;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cfg = config_for(&c, "kafka.acks", "1", NULL);
     ck_assert_ptr_null(obx_producer_new(cfg, NULL, NULL, &err));
     ck_assert_int_eq(err.code, OBX_ERR_CONFIG);
@@ -474,7 +428,7 @@ START_TEST(new__transactional_id_refused)
     struct obx_config *cfg;
     struct obx_error err;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cfg = config_for(&c, "kafka.transactional.id", "x", NULL);
     ck_assert_ptr_null(obx_producer_new(cfg, NULL, NULL, &err));
     ck_assert_int_eq(err.code, OBX_ERR_CONFIG);
@@ -503,7 +457,7 @@ START_TEST(free__with_messages_queued)
     struct obx_event ev = event("freeq", "k", "v");
     int64_t start;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "freeq", 1);
     cluster_brokers(&c, false);
     cfg = config_for(&c, NULL);
@@ -622,7 +576,7 @@ START_TEST(send__every_field_arrives)
     int64_t before = (int64_t)time(NULL) * 1000, after;
     const struct record *r;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "fields", 4);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -666,7 +620,7 @@ START_TEST(send__report_view_matches_event)
     struct collector *col = calloc(1, sizeof(*col));
     const struct report *r;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "fields", 4);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -728,7 +682,7 @@ START_TEST(send__murmur2_matches_java)
 
     for (int i = 0; i < nv; i++)
         ck_assert_int_eq(java_murmur2(vectors[i].key, strlen(vectors[i].key)), vectors[i].hash);
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "m6", 6);
     cluster_topic(&c, "m7", 7);
     cfg = config_for(&c, NULL);
@@ -776,7 +730,7 @@ START_TEST(send__queue_full_is_busy_and_loses_nothing)
     const int total = 60;
     int rc;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "bp", 1);
     cfg = config_for(&c, "kafka.queue.buffering.max.messages", "10", NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -840,7 +794,7 @@ START_TEST(send__too_large_is_refused)
     struct obx_event ev = event("big", "k", NULL);
 
     memset(big, 'x', sizeof(big));
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "big", 1);
     cfg = config_for(&c, "kafka.message.max.bytes", "1000", NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -874,7 +828,7 @@ START_TEST(send__unknown_partition_is_refused)
     struct collector *col = calloc(1, sizeof(*col));
     struct obx_event ev = event("twop", "k", "v");
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "twop", 2);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -900,7 +854,7 @@ START_TEST(send__too_many_headers_is_invalid)
     struct obx_error err;
     struct obx_event ev = event("t", "k", "v");
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, NULL, NULL, &err);
     ck_assert_msg(p != NULL, "%s", err.msg);
@@ -926,7 +880,7 @@ START_TEST(poll__each_tag_reported_once)
     char key[16];
     int served = 0, got;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "many-a", 3);
     cluster_topic(&c, "many-b", 2);
     cfg = config_for(&c, NULL);
@@ -969,7 +923,7 @@ START_TEST(poll__retriable_errors_keep_order)
     char value[16];
     size_t left;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "retry", 1);
     cfg = config_for(&c, "kafka.batch.num.messages", "20", NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -1021,7 +975,7 @@ START_TEST(poll__permanent_error_reported)
     struct collector *col = calloc(1, sizeof(*col));
     struct obx_event ev = event("perm", "k", "v");
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "perm", 1);
     cluster_topic(&c, "perm.dlq", 1);
     cfg = config_for(&c, NULL);
@@ -1072,7 +1026,7 @@ START_TEST(poll__permanent_error_leaves_no_gap)
     const int total = 20;
     int sent;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "gap", 1);
     cfg = config_for(&c, "outbox.invalid.behavior", "fail", "kafka.batch.num.messages", "5",
                      "kafka.linger.ms", "50", NULL);
@@ -1125,7 +1079,7 @@ START_TEST(poll__user_timeout_is_reported)
     struct collector *col = calloc(1, sizeof(*col));
     struct obx_event ev = event("tmo", "k", "v");
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "tmo", 1);
     cluster_brokers(&c, false);
     cfg = config_for(&c, "kafka.message.timeout.ms", "300", NULL);
@@ -1159,7 +1113,7 @@ START_TEST(fd__readable_when_reports_ready)
     struct obx_event ev = event("fd", "k", "v");
     struct pollfd pfd;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "fd", 1);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -1196,7 +1150,7 @@ START_TEST(flush__delivers_everything)
     struct collector *col = calloc(1, sizeof(*col));
     struct obx_event ev = event("fl", "k", "v");
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "fl", 2);
     /* a long linger: flush must not wait for it */
     cfg = config_for(&c, "kafka.linger.ms", "4000", NULL);
@@ -1224,7 +1178,7 @@ START_TEST(flush__timeout_reports_remaining)
     struct obx_event ev = event("fl", "k", "v");
     int64_t start;
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "fl", 1);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -1262,7 +1216,7 @@ START_TEST(in_flight__sent_minus_reported)
     struct collector *col = calloc(1, sizeof(*col));
     struct obx_event ev = event("inf", "k", "v");
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "inf", 1);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
@@ -1298,7 +1252,7 @@ START_TEST(fatal__after_sequence_error)
     struct collector *col = calloc(1, sizeof(*col));
     struct obx_event ev = event("fat", "k", "v");
 
-    cluster_start(&c);
+    cluster_start(&c, 3);
     cluster_topic(&c, "fat", 1);
     cfg = config_for(&c, NULL);
     p = obx_producer_new(cfg, collect, col, &err);
